@@ -1,0 +1,276 @@
+"""FlowModel: a tf_keras Model around a TFP flow, trained by negative log-likelihood."""
+
+from __future__ import annotations
+
+__all__ = ["FlowModel", "NonFiniteLossError"]
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+from nfbook.bijectors import batch_norm_mode
+from nfbook.checks import check_data, check_positive_int
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by :meth:`FlowModel.fit` when the NLL of a batch became NaN or infinite."""
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first batch whose update was skipped for a non-finite loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if logs and logs.get("skipped_steps", 0) > 0 and self.stopped_epoch is None:
+            self.stopped_epoch = self.epoch + 1
+            self.model.stop_training = True
+
+
+def _keras_layers(bijector: tfb.Bijector) -> list[keras.layers.Layer]:
+    """The outermost tf_keras layers held anywhere inside ``bijector``."""
+    layers = [m for m in bijector.submodules if isinstance(m, keras.layers.Layer)]
+    nested = {id(sub) for layer in layers for sub in layer.submodules}
+    return [layer for layer in layers if id(layer) not in nested]
+
+
+class FlowModel(keras.Model):
+    r"""A normalizing flow as a tf_keras ``Model`` whose output is :math:`\log p(x)`.
+
+    The density is the change-of-variables formula for the flow :math:`x = f(z)`,
+    :math:`z \sim p_z`:
+
+    .. math:: \log p(x) = \log p_z(f^{-1}(x)) + \log\left|\det J_{f^{-1}}(x)\right|,
+
+    and training minimises the mean negative log-likelihood (NLL) of the data in nats,
+    :math:`-\frac{1}{n}\sum_k \log p(x_k)`. ``compile()`` needs no loss and ``fit(x)`` no
+    labels. Under the wrapper stay the plain TFP objects: :attr:`bijector` and
+    :attr:`distribution` (a ``tfd.TransformedDistribution``).
+
+    Batch-norm bijectors inside the flow use batch statistics while training and running
+    statistics everywhere else (``model(x)``, :meth:`log_prob`, ``evaluate``, ``predict``,
+    :meth:`sample`).
+
+    Parameters
+    ----------
+    bijector : tfb.Bijector
+        The flow, mapping base samples to data (e.g. from :func:`nfbook.maf`).
+    ndim : int
+        Event size of the data.
+    base : tfd.Distribution, optional
+        Base distribution with event shape ``[ndim]``; a standard normal by default.
+    name : str
+        Name of the Keras model.
+
+    Raises
+    ------
+    TypeError
+        If ``bijector`` is not a ``tfb.Bijector``.
+    ValueError
+        If ``ndim < 1`` or ``base`` has another event shape.
+
+    Examples
+    --------
+    >>> import nfbook
+    >>> model = FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)
+    >>> model.log_prob([[0.0, 0.0]]).shape
+    TensorShape([1])
+    >>> model.compile()
+    >>> history = model.fit(nfbook.data.moons(256), epochs=2, batch_size=64, verbose=0)
+    >>> len(history.history["loss"])
+    2
+    """
+
+    def __init__(
+        self,
+        bijector: tfb.Bijector,
+        ndim: int,
+        base: tfd.Distribution | None = None,
+        name: str = "flow_model",
+    ) -> None:
+        super().__init__(name=name)
+        if not isinstance(bijector, tfb.Bijector):
+            raise TypeError(f"`bijector` must be a tfp.bijectors.Bijector, got "
+                            f"{type(bijector).__name__}.")
+        self.ndim = check_positive_int("ndim", ndim)
+        self.default_base = base is None
+        if base is None:
+            base = tfd.MultivariateNormalDiag(loc=tf.zeros([self.ndim]))
+        if base.event_shape != [self.ndim]:
+            raise ValueError(f"`base` has event shape {base.event_shape}; expected "
+                             f"[{self.ndim}] to match `ndim`.")
+        self._bijector = bijector
+        self._distribution = tfd.TransformedDistribution(base, bijector)
+        self._training_distribution = tfd.TransformedDistribution(
+            base, batch_norm_mode(bijector, training=True))
+        # Keras tracks layers and variables held in attributes; TFP bijectors are not layers.
+        self.flow_layers = _keras_layers(bijector)
+        layer_variables = {id(v) for layer in self.flow_layers for v in layer.variables}
+        self.flow_variables = [v for v in bijector.variables if id(v) not in layer_variables]
+        self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
+        self.nll = keras.metrics.Mean(name="loss")
+        self(tf.zeros([1, self.ndim]))  # create every variable now
+
+    @property
+    def bijector(self) -> tfb.Bijector:
+        """The flow's ``tfb.Bijector`` (batch norm, if any, in inference mode)."""
+        return self._bijector
+
+    @property
+    def distribution(self) -> tfd.TransformedDistribution:
+        """The model's ``tfd.TransformedDistribution`` (base pushed through the bijector)."""
+        return self._distribution
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.nll, self.skipped_steps]
+
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Return :math:`\\log p(x)`, shape ``(n,)``."""
+        distribution = self._training_distribution if training else self._distribution
+        return distribution.log_prob(x)
+
+    def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
+        """Configure training; the loss is always the NLL.
+
+        Parameters
+        ----------
+        optimizer : str or keras.optimizers.Optimizer
+            Any tf_keras optimizer (default Adam with learning rate 1e-3).
+        loss : None
+            Must stay ``None``: the loss is the negative log-likelihood of the data.
+        **kwargs
+            Passed to ``keras.Model.compile`` (``jit_compile``, ``steps_per_execution``...).
+
+        Raises
+        ------
+        TypeError
+            If a ``loss`` is given.
+        """
+        if loss is not None:
+            raise TypeError("FlowModel trains on the negative log-likelihood; compile() takes "
+                            "no `loss` (and fit() takes no labels).")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        x = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            log_prob = self(x, training=True)
+            loss = -tf.reduce_mean(log_prob)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        finite = tf.math.is_finite(loss)
+        for gradient in gradients:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+            return tf.constant(0.0)
+
+        skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
+        self.skipped_steps.update_state(skipped)
+        self.nll.update_state(tf.where(finite, -log_prob, tf.zeros_like(log_prob)),
+                              sample_weight=tf.cast(finite, log_prob.dtype))
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        x = data[0] if isinstance(data, tuple) else data
+        self.nll.update_state(-self(x, training=False))
+        return {"loss": self.nll.result()}
+
+    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
+        """Train on data ``x`` by maximum likelihood; same options as ``keras.Model.fit``.
+
+        NumPy data (``x`` and ``validation_data``) is checked first: shape ``(n, ndim)``,
+        real numbers, at least one row, no NaN or infinity. A batch whose loss or gradient
+        is not finite is not applied: training stops there, the weights stay those of the
+        last finite step, and :class:`NonFiniteLossError` says so.
+
+        Raises
+        ------
+        TypeError
+            If labels ``y`` are passed, or the data is not numeric.
+        ValueError
+            On bad data, or if the model has no trainable variables.
+        NonFiniteLossError
+            If the NLL became NaN or infinite.
+        """
+        if y is not None:
+            raise TypeError("FlowModel.fit(x) takes no labels: the loss is the NLL of x. "
+                            "Drop the `y` argument.")
+        if not self.trainable_variables:
+            raise ValueError("This FlowModel has no trainable variables, so fit() would train "
+                             "nothing. Build the flow from tf_keras layers (nfbook builders do).")
+        untracked = {id(v) for v in self._bijector.trainable_variables} - {
+            id(v) for v in self.trainable_variables}
+        if untracked:
+            raise ValueError(f"{len(untracked)} trainable variable(s) of the bijector are not "
+                             "tracked by this Keras model (Keras 3 layers or tf1 templates?); "
+                             "use tf_keras layers.")
+        if self.optimizer is None:
+            raise RuntimeError("Call compile() before fit().")
+        if not isinstance(x, (tf.data.Dataset, keras.utils.Sequence)) and x is not None:
+            x = check_data(x, self.ndim, "x")
+        validation = kwargs.get("validation_data")
+        if validation is not None and not isinstance(validation, tf.data.Dataset):
+            if isinstance(validation, (tuple, list)) and len(validation) == 1:
+                validation = validation[0]
+            kwargs["validation_data"] = check_data(validation, self.ndim, "validation_data")
+        guard = _StopOnNonFinite()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), guard]
+        self.optimizer.build(self.trainable_variables)
+        history = super().fit(x, **kwargs)
+        if guard.stopped_epoch is not None:
+            raise NonFiniteLossError(
+                f"Training stopped in epoch {guard.stopped_epoch}: the NLL of a batch became "
+                "NaN or infinite, so that update was not applied and the weights are those of "
+                "the last finite step. Standardise the data or lower the learning rate. "
+                "The history so far is in model.history."
+            )
+        return history
+
+    def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
+        """Write the model to one file; see :func:`nfbook.saving.save` and :func:`nfbook.load`.
+
+        Keras's own formats are not used: a subclassed model holding a distribution does not
+        round-trip through them.
+        """
+        if kwargs:
+            raise TypeError(f"FlowModel.save takes only `filepath` and `overwrite`, got "
+                            f"{sorted(kwargs)}.")
+        from nfbook.saving import save  # saving imports this module
+
+        save(self, filepath, overwrite=overwrite)
+
+    def _checked(self, x: Any) -> tf.Tensor:
+        return tf.convert_to_tensor(check_data(x, self.ndim, "x"))
+
+    def log_prob(self, x: Any) -> tf.Tensor:
+        """Log-density :math:`\\log p(x)` of each row of ``x`` (running batch-norm statistics).
+
+        Raises
+        ------
+        ValueError, TypeError
+            On data of the wrong shape or dtype, empty, or with NaN/inf rows.
+        """
+        return self._distribution.log_prob(self._checked(x))
+
+    def prob(self, x: Any) -> tf.Tensor:
+        """Density :math:`p(x)` of each row of ``x``."""
+        return tf.exp(self.log_prob(x))
+
+    def sample(self, n: int, seed: Any = None) -> tf.Tensor:
+        """Draw ``n`` samples, shape ``(n, ndim)``; ``seed`` as in TFP (an int, or a
+        ``(a, b)`` pair for stateless, repeatable sampling)."""
+        n = check_positive_int("n", n)
+        return self._distribution.sample(n, seed=seed)

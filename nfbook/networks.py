@@ -1,0 +1,190 @@
+"""tf_keras layers that compute the parameters of the flows' affine transforms."""
+
+from __future__ import annotations
+
+__all__ = ["AutoregressiveAffine", "CouplingAffine", "soft_clamp"]
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+from nfbook.checks import check_hidden_units, check_positive_int
+
+tfb = tfp.bijectors
+
+
+def soft_clamp(x: tf.Tensor, bound: float) -> tf.Tensor:
+    r"""Squash ``x`` smoothly into ``(-bound, bound)``.
+
+    .. math:: \operatorname{clamp}(x) = c \tanh(x / c), \qquad c = \text{bound},
+
+    which is the identity near zero (slope 1) and saturates at :math:`\pm c`. Used on
+    log-scales so that one affine layer can stretch or shrink by at most :math:`e^{c}`.
+
+    Parameters
+    ----------
+    x : tf.Tensor
+        Values to clamp.
+    bound : float
+        The bound :math:`c > 0`.
+
+    Returns
+    -------
+    tf.Tensor
+        Same shape and dtype as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = soft_clamp(tf.constant([0.0, 1e6, -1e6]), 3.0).numpy()
+    >>> bool(np.allclose(y, [0.0, 3.0, -3.0]))
+    True
+    """
+    return bound * tf.tanh(x / bound)
+
+
+def _check_bound(log_scale_bound: float) -> float:
+    if not log_scale_bound > 0:
+        raise ValueError(f"`log_scale_bound` must be a positive number, got {log_scale_bound!r}.")
+    return float(log_scale_bound)
+
+
+class AutoregressiveAffine(keras.layers.Layer):
+    r"""MADE network giving an autoregressive shift and bounded log-scale for each dimension.
+
+    For an input :math:`x \in \mathbb{R}^D` it returns :math:`\mu(x)` and :math:`s(x)`, both of
+    shape ``(..., D)``, where component :math:`i` depends only on :math:`x_{<i}` (the MADE masks
+    of :class:`tfp.bijectors.AutoregressiveNetwork`, in the input order ``0, 1, ..., D-1``),
+    and :math:`s = c \tanh(\tilde s / c)` is the raw output soft-clamped to :math:`(-c, c)`.
+    The output layer starts at zero, so an untrained flow built on it is the identity.
+
+    Parameters
+    ----------
+    ndim : int
+        Event size :math:`D`.
+    hidden_units : sequence of int
+        Widths of the hidden masked layers.
+    activation : str
+        Hidden activation, any name Keras knows (``"relu"``, ``"tanh"``...).
+    log_scale_bound : float
+        The clamp :math:`c` on the log-scale.
+    kernel_initializer, bias_initializer : str or keras.initializers.Initializer
+        Initialisers of the hidden layers (the output layer is then set to zero).
+    **kwargs
+        Passed to :class:`tf_keras.layers.Layer`.
+
+    Examples
+    --------
+    >>> net = AutoregressiveAffine(3, hidden_units=(16,))
+    >>> shift, log_scale = net(tf.random.normal([5, 3]))
+    >>> shift.shape, log_scale.shape
+    (TensorShape([5, 3]), TensorShape([5, 3]))
+    >>> float(tf.reduce_max(tf.abs(log_scale)))  # zero output layer: identity at the start
+    0.0
+    """
+
+    def __init__(
+        self,
+        ndim: int,
+        hidden_units: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        log_scale_bound: float = 3.0,
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        bias_initializer: str | keras.initializers.Initializer = "zeros",
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ndim = check_positive_int("ndim", ndim)
+        self.hidden_units = check_hidden_units(hidden_units)
+        self.log_scale_bound = _check_bound(log_scale_bound)
+        self.made = tfb.AutoregressiveNetwork(
+            params=2,
+            event_shape=[self.ndim],
+            hidden_units=list(self.hidden_units),
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+        )
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.made.build(input_shape)
+        kernel, bias = self.made.trainable_weights[-2:]  # the output layer
+        kernel.assign(tf.zeros_like(kernel))
+        bias.assign(tf.zeros_like(bias))
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        params = self.made(x)
+        shift, raw_log_scale = tf.unstack(params, axis=-1)
+        return shift, soft_clamp(raw_log_scale, self.log_scale_bound)
+
+
+class CouplingAffine(keras.layers.Layer):
+    r"""MLP giving the shift and bounded log-scale of a coupling layer from the kept half.
+
+    Called as ``net(x0, output_units)``, the signature :class:`tfp.bijectors.RealNVP` uses
+    for ``shift_and_log_scale_fn``: from the ``d`` unchanged coordinates :math:`x_{1:d}` it
+    returns :math:`\mu(x_{1:d})` and :math:`s(x_{1:d})` of shape ``(..., D - d)``, with
+    :math:`s = c \tanh(\tilde s / c)`; or the shift and ``None`` when ``shift_only`` (NICE's
+    additive coupling, volume preserving). The output layer starts at zero.
+
+    Parameters
+    ----------
+    output_units : int
+        Number of transformed coordinates :math:`D - d`.
+    hidden_units : sequence of int
+        Widths of the hidden dense layers.
+    activation : str
+        Hidden activation.
+    shift_only : bool
+        Return ``(shift, None)`` (NICE) instead of ``(shift, log_scale)`` (RealNVP).
+    log_scale_bound : float
+        The clamp :math:`c` on the log-scale.
+    **kwargs
+        Passed to :class:`tf_keras.layers.Layer`.
+
+    Examples
+    --------
+    >>> net = CouplingAffine(2, hidden_units=(8,))
+    >>> shift, log_scale = net(tf.ones([4, 1]), 2)
+    >>> shift.shape, log_scale.shape
+    (TensorShape([4, 2]), TensorShape([4, 2]))
+    """
+
+    def __init__(
+        self,
+        output_units: int,
+        hidden_units: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        shift_only: bool = False,
+        log_scale_bound: float = 3.0,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.output_units = check_positive_int("output_units", output_units)
+        self.hidden_units = check_hidden_units(hidden_units)
+        self.shift_only = bool(shift_only)
+        self.log_scale_bound = _check_bound(log_scale_bound)
+        self.hidden = [keras.layers.Dense(h, activation=activation) for h in self.hidden_units]
+        self.out = keras.layers.Dense(
+            (1 if self.shift_only else 2) * self.output_units,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+        )
+
+    def call(self, x0: tf.Tensor, output_units: int) -> tuple[tf.Tensor, tf.Tensor | None]:
+        if output_units != self.output_units:
+            raise ValueError(
+                f"This coupling network was built for {self.output_units} transformed "
+                f"coordinates, but the bijector asked for {output_units}."
+            )
+        h = x0
+        for layer in self.hidden:
+            h = layer(h)
+        params = self.out(h)
+        if self.shift_only:
+            return params, None
+        shift, raw_log_scale = tf.split(params, 2, axis=-1)
+        return shift, soft_clamp(raw_log_scale, self.log_scale_bound)

@@ -22,6 +22,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
+from tensorflow_probability.python.bijectors.chain import _Chain
+from tensorflow_probability.python.bijectors.invert import _Invert
 
 from nfbook.checks import check_hidden_units, check_permutation, check_positive_int
 from nfbook.networks import AutoregressiveAffine, CouplingAffine
@@ -522,12 +524,14 @@ def batch_norm_mode(bijector: tfb.Bijector, training: bool) -> tfb.Bijector:
             return bijector
         return tfb.BatchNormalization(batchnorm_layer=bijector.batchnorm, training=training,
                                       name=bijector.name)
-    if isinstance(bijector, tfb.Chain):
+    # tfb.Chain(...) and tfb.Invert(...) build instances of these private base classes when
+    # a part holds Keras layers, so isinstance(x, tfb.Chain) is False for every nfbook flow.
+    if isinstance(bijector, _Chain):
         parts = [batch_norm_mode(b, training) for b in bijector.bijectors]
         if all(new is old for new, old in zip(parts, bijector.bijectors)):
             return bijector
         return tfb.Chain(parts, name=bijector.name)
-    if isinstance(bijector, tfb.Invert):
+    if isinstance(bijector, _Invert):
         inner = batch_norm_mode(bijector.bijector, training)
         return bijector if inner is bijector.bijector else tfb.Invert(inner, name=bijector.name)
     return bijector

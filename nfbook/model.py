@@ -108,7 +108,7 @@ class FlowModel(keras.Model):
         if base is None:
             base = tfd.MultivariateNormalDiag(loc=tf.zeros([self.ndim]))
         if base.event_shape != [self.ndim]:
-            raise ValueError(f"`base` has event shape {base.event_shape}; expected "
+            raise ValueError(f"`base` has event shape {base.event_shape.as_list()}; expected "
                              f"[{self.ndim}] to match `ndim`.")
         self._bijector = bijector
         self._distribution = tfd.TransformedDistribution(base, bijector)
@@ -225,7 +225,8 @@ class FlowModel(keras.Model):
         if validation is not None and not isinstance(validation, tf.data.Dataset):
             if isinstance(validation, (tuple, list)) and len(validation) == 1:
                 validation = validation[0]
-            kwargs["validation_data"] = check_data(validation, self.ndim, "validation_data")
+            # a 1-tuple: Keras tests `if validation_data:`, ambiguous for a bare array
+            kwargs["validation_data"] = (check_data(validation, self.ndim, "validation_data"),)
         guard = _StopOnNonFinite()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), guard]
         self.optimizer.build(self.trainable_variables)

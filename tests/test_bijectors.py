@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from invariants import (
+    BUILDERS,
+    NDIMS,
+    assert_bijective_and_finite,
+    autodiff_log_det,
+    fresh,
+    grid_integral,
+    make_flow,
+)
+
+from tensorflow_probability.python.bijectors.chain import _Chain
+from tensorflow_probability.python.bijectors.invert import _Invert
+
+import nfbook
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+@pytest.mark.parametrize("use_tf_function", [False, True], ids=["eager", "tf_function"])
+@pytest.mark.parametrize("ndim", NDIMS)
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_invariants(builder, ndim, use_tf_function):
+    flow = make_flow(builder, ndim)
+    assert isinstance(flow, _Chain)  # what tfb.Chain(...) returns when parts hold layers
+    assert_bijective_and_finite(flow, ndim, use_tf_function)
+
+
+@pytest.mark.parametrize("ndim", [2, 5])
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_invariants_with_batch_norm(builder, ndim):
+    flow = make_flow(builder, ndim, batch_norm=True)
+    assert any(isinstance(b, tfb.BatchNormalization) for b in flow.bijectors)
+    assert_bijective_and_finite(flow, ndim)
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf"])
+def test_each_autoregressive_layer_has_a_triangular_jacobian(builder):
+    ndim = 5
+    flow = make_flow(builder, ndim)
+    layers = [b for b in flow.bijectors if not isinstance(b, tfb.Permute)]
+    z = fresh(np.random.default_rng(2).normal(size=(8, ndim)).astype(np.float32))
+    for layer in layers:
+        _, jacobian = autodiff_log_det(layer, z)
+        upper = np.triu(np.ones((ndim, ndim)), k=1).astype(bool)
+        assert np.all(np.abs(jacobian.numpy()[:, upper]) < 1e-7), layer.name
+        assert np.any(np.abs(jacobian.numpy()[:, ~upper & ~np.eye(ndim, dtype=bool)]) > 1e-4)
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_untrained_flow_is_the_identity(builder):
+    flow = getattr(nfbook, builder)(3, hidden_units=(8,), num_layers=2, permutation=[0, 1, 2])
+    z = tf.random.normal([10, 3])
+    np.testing.assert_allclose(flow.forward(z), z, atol=1e-6)
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_random_2d_density_integrates_to_one(builder):
+    flow = make_flow(builder, 2)
+    dist = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(loc=[0.0, 0.0]), flow)
+    assert abs(grid_integral(dist.log_prob, extent=8.0, resolution=401) - 1.0) < 0.02
+
+
+def test_default_permutations_mix_every_dimension():
+    flow = nfbook.maf(8, hidden_units=(8,), num_layers=4, seed=3)
+    perms = [b.permutation.numpy() for b in flow.bijectors if isinstance(b, tfb.Permute)]
+    assert len(perms) == 3
+    assert all(np.any(p != np.arange(8)) for p in perms)
+    again = nfbook.maf(8, hidden_units=(8,), num_layers=4, seed=3)
+    assert all(np.array_equal(a.permutation, b.permutation)
+               for a, b in zip(again.bijectors[1::2], flow.bijectors[1::2]))
+
+
+def test_two_dimensional_permutation_is_the_swap():
+    flow = nfbook.realnvp(2, hidden_units=(8,), num_layers=2)
+    assert flow.bijectors[1].permutation.numpy().tolist() == [1, 0]
+
+
+def test_log_scale_is_bounded():
+    flow = nfbook.maf(2, hidden_units=(8,), num_layers=1, log_scale_bound=2.0)
+    flow.forward(tf.zeros([1, 2]))
+    for variable in flow.trainable_variables:
+        variable.assign(tf.fill(variable.shape, 50.0))
+    x = tf.constant([[1e3, -1e3]])
+    ildj = flow.inverse_log_det_jacobian(x, event_ndims=1)
+    assert np.isfinite(ildj).all()
+    assert abs(float(ildj[0])) <= 2 * 2.0 + 1e-5
+
+
+def test_affine_maps_as_documented():
+    flow = nfbook.affine([0.5, 0.25], [1.0, 0.5])
+    np.testing.assert_allclose(flow.forward([[2.0, 4.0]]), [[2.5, 2.25]])
+    np.testing.assert_allclose(flow.forward_log_det_jacobian([[0.0, 0.0]], event_ndims=1),
+                               [np.log(0.5)], rtol=1e-6)
+
+
+def test_iaf_is_the_inverse_direction_of_maf():
+    # An IAF layer's forward is a MAF layer's inverse: same network, one pass to sample.
+    flow = make_flow("iaf", 3)
+    layer = flow.bijectors[0]
+    assert isinstance(layer, _Invert)
+    assert isinstance(layer.bijector, tfb.MaskedAutoregressiveFlow)
+
+
+def test_nice_coupling_layers_preserve_volume():
+    flow = make_flow("nice", 4)
+    couplings = [b for b in flow.bijectors if isinstance(b, tfb.RealNVP)]
+    z = tf.random.normal([5, 4])
+    for layer in couplings:
+        np.testing.assert_allclose(layer.forward_log_det_jacobian(z, event_ndims=1), 0.0)
+
+
+def test_batch_norm_mode_shares_layers_and_flips_training():
+    flow = nfbook.maf(2, hidden_units=(8,), num_layers=2, batch_norm=True)
+    training = nfbook.batch_norm_mode(flow, training=True)
+    bn = [b for b in flow.bijectors if isinstance(b, tfb.BatchNormalization)]
+    bn_train = [b for b in training.bijectors if isinstance(b, tfb.BatchNormalization)]
+    assert [b.batchnorm for b in bn] == [b.batchnorm for b in bn_train]
+    assert not any(b._training for b in bn) and all(b._training for b in bn_train)
+    assert nfbook.batch_norm_mode(flow, training=False) is flow
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"ndim": 0}, ValueError, "`ndim` must be an integer >= 1, got 0"),
+        ({"ndim": 2.5}, TypeError, "`ndim` must be an integer"),
+        ({"ndim": 2, "num_layers": 0}, ValueError, "`num_layers` must be an integer >= 1"),
+        ({"ndim": 2, "hidden_units": ()}, ValueError, "`hidden_units` is empty"),
+        ({"ndim": 2, "hidden_units": (16, 0)}, ValueError, r"hidden_units\[i\]` must be"),
+        ({"ndim": 2, "hidden_units": 16}, TypeError, "`hidden_units` must be a sequence"),
+        ({"ndim": 3, "permutation": [0, 0, 1]}, ValueError, "Invalid permutation"),
+        ({"ndim": 3, "permutation": [0, 1]}, ValueError, "expected 3 integers"),
+        ({"ndim": 2, "log_scale_bound": 0.0}, ValueError, "`log_scale_bound` must be a positive"),
+    ],
+)
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_bad_arguments(builder, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        getattr(nfbook, builder)(**kwargs)
+
+
+def test_coupling_flows_need_two_dimensions():
+    with pytest.raises(ValueError, match="`ndim` must be >= 2 for a coupling flow"):
+        nfbook.realnvp(1)
+
+
+def test_bad_affine_arguments():
+    with pytest.raises(ValueError, match="`scale` must be non-zero"):
+        nfbook.affine([0.0, 0.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="do not broadcast"):
+        nfbook.affine([0.0, 0.0, 0.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="must be finite"):
+        nfbook.affine([np.nan], [1.0])
+
+
+def test_permute_rejects_an_invalid_permutation():
+    with pytest.raises(ValueError, match=r"Invalid permutation \[1, 1\]"):
+        nfbook.permute([1, 1])
+    assert nfbook.permute([1, 0]).forward([[1.0, 2.0]]).numpy().tolist() == [[2.0, 1.0]]
+
+
+def test_maf_on_one_dimension_is_a_learnable_affine_map():
+    flow = make_flow("maf", 1)
+    assert_bijective_and_finite(flow, 1)

@@ -1,0 +1,174 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+from invariants import BUILDERS, grid_integral, make_flow
+
+import nfbook
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+@pytest.fixture(scope="module")
+def moons():
+    return nfbook.data.moons(2000, seed=0), nfbook.data.moons(2000, seed=1)
+
+
+def small_model(builder="maf", batch_norm=False, ndim=2):
+    flow = getattr(nfbook, builder)(ndim, hidden_units=(32, 32), num_layers=3,
+                                    batch_norm=batch_norm)
+    model = nfbook.FlowModel(flow, ndim)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
+def test_call_is_the_log_density_of_the_distribution():
+    model = nfbook.FlowModel(make_flow("realnvp", 3), ndim=3)
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    np.testing.assert_allclose(model(x), model.distribution.log_prob(x), rtol=1e-6)
+    np.testing.assert_allclose(model.log_prob(x), model.distribution.log_prob(x), rtol=1e-6)
+    np.testing.assert_allclose(model.prob(x), np.exp(model.log_prob(x)), rtol=1e-6)
+    # tfd.TransformedDistribution(...) returns a private base-class instance here
+    assert type(model.distribution).__name__.endswith("TransformedDistribution")
+    assert model.bijector is model.distribution.bijector
+
+
+def test_evaluate_returns_the_mean_nll_in_nats(moons):
+    train, _ = moons
+    model = small_model()
+    nll = model.evaluate(train, batch_size=300, verbose=0)  # batches of unequal size
+    np.testing.assert_allclose(nll, -np.mean(model.log_prob(train)), rtol=1e-5)
+
+
+def test_sample_shapes_and_stateless_seed():
+    model = nfbook.FlowModel(make_flow("maf", 3), ndim=3)
+    samples = model.sample(7, seed=(1, 2))
+    assert samples.shape == (7, 3)
+    np.testing.assert_array_equal(samples, model.sample(7, seed=(1, 2)))
+    assert model.log_prob(samples).shape == (7,)
+
+
+@pytest.mark.parametrize("builder", BUILDERS[1:])
+def test_gradients_reach_every_variable_and_are_finite(builder, moons):
+    model = small_model(builder, batch_norm=True)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model(moons[0][:256], training=True))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert len(gradients) == len(model.bijector.trainable_variables) > 0
+    for variable, gradient in zip(model.trainable_variables, gradients):
+        assert gradient is not None, variable.name
+        assert np.all(np.isfinite(gradient)), variable.name
+
+
+@pytest.mark.parametrize("builder", ["maf", "realnvp"])
+def test_short_training_lowers_held_out_nll_and_keeps_density_normalised(builder, moons):
+    train, held_out = moons
+    nfbook.set_seed(0)
+    model = small_model(builder)
+    before = model.evaluate(held_out, verbose=0)
+    model.fit(train, epochs=15, batch_size=128, verbose=0)
+    after = model.evaluate(held_out, verbose=0)
+    assert before > 2.0 and after < 1.3, (before, after)
+    assert abs(grid_integral(model.log_prob, extent=5.0, resolution=401) - 1.0) < 0.02
+
+
+def test_fit_takes_validation_data_and_the_usual_callbacks(moons):
+    train, held_out = moons
+    model = small_model()
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=10.0)
+    history = model.fit(train, validation_data=held_out, epochs=5, batch_size=256, verbose=0,
+                        callbacks=[stop, keras.callbacks.TerminateOnNaN()])
+    assert set(history.history) >= {"loss", "val_loss"}
+    assert len(history.history["loss"]) == 2  # stopped by EarlyStopping
+    history = model.fit(train, validation_split=0.2, epochs=1, verbose=0)
+    assert "val_loss" in history.history
+
+
+def test_batch_norm_uses_batch_statistics_only_while_training(moons):
+    train, _ = moons
+    model = small_model("realnvp", batch_norm=True)
+    model.fit(train, epochs=2, batch_size=128, verbose=0)
+    layer = next(b for b in model.bijector.bijectors
+                 if isinstance(b, tfb.BatchNormalization)).batchnorm
+    running_mean = layer.moving_mean.numpy().copy()
+    point = train[:1]
+    alone = model.log_prob(point).numpy()[0]
+    in_batch = model.log_prob(train[:256]).numpy()[0]
+    model.predict(train[:256], verbose=0)
+    model.evaluate(train[:256], verbose=0)
+    np.testing.assert_allclose(alone, in_batch, rtol=1e-5)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), running_mean)
+    # the training path scores a point by its batch's statistics
+    training_score = model(train[:256], training=True).numpy()[0]
+    assert abs(training_score - in_batch) > 1e-4
+
+
+def test_set_seed_makes_training_repeatable(moons):
+    train, _ = moons
+
+    def run():
+        nfbook.set_seed(7)
+        model = small_model()
+        return model.fit(train[:1000], epochs=2, batch_size=100, verbose=0).history["loss"]
+
+    np.testing.assert_allclose(run(), run(), rtol=1e-5)
+
+
+def test_fit_rejects_bad_data():
+    model = small_model()
+    good = np.zeros((10, 2), np.float32)
+    with pytest.raises(ValueError, match=r"`x` has shape \(10, 3\); expected \(n, 2\)"):
+        model.fit(np.zeros((10, 3)), verbose=0)
+    with pytest.raises(ValueError, match=r"`x` has shape \(10,\)"):
+        model.fit(np.zeros(10), verbose=0)
+    bad = good.copy()
+    bad[[1, 4], 0] = np.nan
+    bad[7, 1] = np.inf
+    with pytest.raises(ValueError, match="3 row\\(s\\) with NaN or infinite values out of 10"):
+        model.fit(bad, verbose=0)
+    with pytest.raises(ValueError, match="`x` is empty"):
+        model.fit(np.zeros((0, 2)), verbose=0)
+    with pytest.raises(TypeError, match="must hold real numbers, got dtype <U1"):
+        model.fit(np.array([["a", "b"]]), verbose=0)
+    with pytest.raises(TypeError, match="takes no labels"):
+        model.fit(good, np.zeros(10), verbose=0)
+    with pytest.raises(ValueError, match="`validation_data` has 1 row"):
+        model.fit(good, validation_data=bad[:2], verbose=0)
+    with pytest.raises(ValueError, match="`x` has 1 row"):
+        model.log_prob(bad[:2])
+    with pytest.raises(TypeError, match="takes no `loss`"):
+        model.compile(loss="mse")
+
+
+def test_model_argument_errors():
+    with pytest.raises(ValueError, match="`ndim` must be an integer >= 1, got 0"):
+        nfbook.FlowModel(nfbook.affine([0.0], [1.0]), ndim=0)
+    with pytest.raises(ValueError, match=r"`base` has event shape \[3\]; expected \[2\]"):
+        nfbook.FlowModel(nfbook.maf(2), 2, base=tfd.MultivariateNormalDiag(loc=[0.0] * 3))
+    with pytest.raises(TypeError, match="`bijector` must be a tfp.bijectors.Bijector"):
+        nfbook.FlowModel(lambda x: x, 2)
+
+
+def test_a_model_with_nothing_to_train_refuses_to_fit():
+    model = nfbook.FlowModel(nfbook.affine([0.0, 0.0], [1.0, 2.0]), ndim=2)
+    model.compile()
+    with pytest.raises(ValueError, match="no trainable variables"):
+        model.fit(np.zeros((4, 2), np.float32), verbose=0)
+
+
+def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_finite_weights():
+    # Log of a negative coordinate is NaN: the first batch's loss is not finite.
+    flow = tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,), num_layers=2)])
+    model = nfbook.FlowModel(flow, ndim=2)
+    model.compile()
+    weights = [w.numpy().copy() for w in model.trainable_variables]
+    data = np.abs(np.random.default_rng(0).normal(size=(64, 2))).astype(np.float32) + 0.1
+    data[40:] *= -1.0  # the second batch holds negative values
+    with pytest.raises(nfbook.NonFiniteLossError, match="Training stopped in epoch 1"):
+        model.fit(data, epochs=3, batch_size=32, shuffle=False, verbose=0)
+    changed = [not np.array_equal(a, w.numpy()) for a, w in zip(weights, model.trainable_variables)]
+    assert any(changed)  # the first, finite batch was applied
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_variables)
+    assert model.history.history == {} or np.isfinite(model.history.history["loss"]).all()

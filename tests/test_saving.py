@@ -1,0 +1,105 @@
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow_probability as tfp
+import tf_keras as keras
+from invariants import BUILDERS
+
+import nfbook
+from nfbook import saving
+
+tfb = tfp.bijectors
+
+
+def trained_model(builder, batch_norm):
+    flow = (nfbook.affine([0.5, -0.5], [2.0, 0.5]) if builder == "affine" else
+            getattr(nfbook, builder)(2, hidden_units=(16, 16), num_layers=2,
+                                     batch_norm=batch_norm))
+    model = nfbook.FlowModel(flow, ndim=2)
+    if model.trainable_variables:
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.fit(nfbook.data.moons(512), epochs=2, batch_size=64, verbose=0)
+    return model
+
+
+CASES = [(b, bn) for b in BUILDERS for bn in (False, True) if not (b == "affine" and bn)]
+
+
+@pytest.mark.parametrize("builder, batch_norm", CASES)
+def test_save_and_load_round_trip(builder, batch_norm, tmp_path):
+    model = trained_model(builder, batch_norm)
+    path = tmp_path / "flow.nfbook"
+    model.save(path)
+    loaded = nfbook.load(path)
+    x = nfbook.data.moons(300, seed=5)
+    assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
+    for saved, restored in zip(saving._flow_weights(model), saving._flow_weights(loaded)):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    if model.optimizer is not None:
+        assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
+        for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        loaded.fit(x, epochs=1, verbose=0)  # training resumes
+
+
+def test_load_rejects_a_file_that_is_not_a_model(tmp_path):
+    text = tmp_path / "notes.nfbook"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="is not a readable nfbook model file"):
+        nfbook.load(text)
+    other_zip = tmp_path / "other.nfbook"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("something.txt", "x")
+    with pytest.raises(ValueError, match="is not a readable nfbook model file"):
+        nfbook.load(other_zip)
+    with pytest.raises(FileNotFoundError):
+        nfbook.load(tmp_path / "missing.nfbook")
+
+
+def test_load_rejects_a_truncated_file(tmp_path):
+    path = tmp_path / "flow.nfbook"
+    trained_model("maf", False).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is not a readable nfbook model file"):
+        nfbook.load(path)
+
+
+def test_custom_flows_need_their_bijector_and_a_wrong_one_is_refused(tmp_path):
+    def custom():
+        return tfb.Chain([tfb.Shift([1.0, 0.0]), nfbook.realnvp(2, hidden_units=(8,))])
+
+    model = nfbook.FlowModel(custom(), ndim=2)
+    model.compile()
+    model.fit(nfbook.data.moons(256), epochs=1, verbose=0)
+    path = tmp_path / "custom.nfbook"
+    model.save(path)
+    with pytest.raises(ValueError, match="pass `bijector=`"):
+        nfbook.load(path)
+    loaded = nfbook.load(path, bijector=custom())
+    x = nfbook.data.moons(50, seed=3)
+    assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
+    wrong_shift = tfb.Chain([tfb.Shift([0.0, 0.0]), nfbook.realnvp(2, hidden_units=(8,))])
+    with pytest.raises(ValueError, match="does not reproduce its saved log-densities"):
+        nfbook.load(path, bijector=wrong_shift)
+    with pytest.raises(ValueError, match="variables do not match"):
+        nfbook.load(path, bijector=nfbook.realnvp(2, hidden_units=(16,)))
+
+
+def test_save_never_destroys_an_earlier_file(tmp_path, monkeypatch):
+    path = tmp_path / "flow.nfbook"
+    model = trained_model("realnvp", False)
+    model.save(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        model.save(path, overwrite=False)
+
+    def broken_writestr(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", broken_writestr)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.nfbook"]

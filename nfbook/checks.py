@@ -45,7 +45,9 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     3
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {value!r} of type {type(value).__name__}.")
+        raise TypeError(
+            f"`{name}` must be an integer, got {value!r} of type {type(value).__name__}."
+        )
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)

@@ -2,6 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.bijectors.chain import _Chain
+from tensorflow_probability.python.bijectors.invert import _Invert
+
+import nfbook
+
 from invariants import (
     BUILDERS,
     NDIMS,
@@ -11,11 +16,6 @@ from invariants import (
     grid_integral,
     make_flow,
 )
-
-from tensorflow_probability.python.bijectors.chain import _Chain
-from tensorflow_probability.python.bijectors.invert import _Invert
-
-import nfbook
 
 tfb = tfp.bijectors
 tfd = tfp.distributions

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import tensorflow_probability as tfp
 import tf_keras as keras
-from invariants import BUILDERS
 
 import nfbook
 from nfbook import saving
+
+from invariants import BUILDERS
 
 tfb = tfp.bijectors
 

@@ -3,6 +3,7 @@
 from nfbook import data, plot
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
 from nfbook.model import FlowModel, NonFiniteLossError
+from nfbook.notebook import glue
 from nfbook.saving import load
 from nfbook.seed import set_seed
 
@@ -12,6 +13,7 @@ __all__ = [
     "affine",
     "batch_norm_mode",
     "data",
+    "glue",
     "iaf",
     "load",
     "maf",

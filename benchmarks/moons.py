@@ -1,0 +1,179 @@
+"""Moons benchmark: the classic TFP tutorial's MAF against nfbook's flows, in one run.
+
+Every system trains on ``moons(10000, noise=0.05, seed=0)`` and is scored on the held-out
+``moons(10000, seed=1)`` after every epoch (scoring excluded from the training time; tracing
+and compiling included). The script prints, per system, the medians over seeds of seconds per
+epoch, epochs and seconds to held-out NLL <= 0.70 and <= 0.60, the best held-out NLL within the
+time budget, and the speed-up over the classic code in reaching the classic code's best NLL.
+The data's entropy, the floor of any held-out NLL, is computed here too.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/moons.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+import nfbook  # noqa: E402
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+THRESHOLDS = (0.70, 0.60)
+
+
+@dataclass
+class Run:
+    """Held-out NLL after each epoch and the cumulative training seconds at that point."""
+
+    nll: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def first_epoch_at(self, threshold: float) -> int | None:
+        hits = [i + 1 for i, value in enumerate(self.nll) if value <= threshold]
+        return hits[0] if hits else None
+
+    def seconds_at(self, threshold: float) -> float | None:
+        epoch = self.first_epoch_at(threshold)
+        return None if epoch is None else self.seconds[epoch - 1]
+
+    def best_within(self, seconds: float) -> float:
+        values = [v for v, t in zip(self.nll, self.seconds) if t <= seconds]
+        return min(values) if values else float("nan")
+
+
+class _Timer(keras.callbacks.Callback):
+    """Scores the held-out set after each epoch, outside the timed span; stops at budgets."""
+
+    def __init__(self, score: Callable[[], float], run: Run, max_seconds: float) -> None:
+        super().__init__()
+        self.score, self.run, self.max_seconds = score, run, max_seconds
+        self.elapsed = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch > 0:
+            self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.elapsed += time.perf_counter() - self.start
+        self.run.seconds.append(self.elapsed)
+        self.run.nll.append(self.score())
+        if self.elapsed >= self.max_seconds:
+            self.model.stop_training = True
+
+
+def classic_model(ndim: int = 2) -> tuple[keras.Model, tfd.Distribution]:
+    """The classic tutorial's flow: 3 x (MAF on MADE [128, 128], Permute), a functional
+    Keras model over ``td.log_prob(x)``, trained with zero labels and a loss that ignores them."""
+    layers = []
+    for _ in range(3):
+        made = tfb.AutoregressiveNetwork(params=2, hidden_units=[128, 128], activation="relu")
+        layers += [tfb.MaskedAutoregressiveFlow(made), tfb.Permute([1, 0])]
+    flow = tfd.TransformedDistribution(tfd.MultivariateNormalDiag(loc=[0.0] * ndim),
+                                       tfb.Chain(layers))
+    x = keras.Input(shape=(ndim,), dtype=tf.float32)
+    model = keras.Model(x, flow.log_prob(x))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=lambda _, log_prob: -log_prob)
+    return model, flow
+
+
+def train_classic(train: np.ndarray, test: np.ndarray, seed: int, max_epochs: int,
+                  max_seconds: float) -> Run:
+    nfbook.set_seed(seed)
+    model, flow = classic_model()
+    held_out = tf.constant(test)
+    score = tf.function(lambda: -tf.reduce_mean(flow.log_prob(held_out)))
+    run = Run()
+    model.fit(train, np.zeros(len(train)), batch_size=32, epochs=max_epochs, verbose=0,
+              callbacks=[_Timer(lambda: float(score()), run, max_seconds)])
+    return run
+
+
+def train_nfbook(builder: Callable[[], tfb.Bijector], batch_size: int, learning_rate: float,
+                 train: np.ndarray, test: np.ndarray, seed: int, max_epochs: int,
+                 max_seconds: float) -> Run:
+    nfbook.set_seed(seed)
+    model = nfbook.FlowModel(builder(), ndim=2)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    held_out = tf.constant(test)
+    score = tf.function(lambda: -tf.reduce_mean(model(held_out)))
+    run = Run()
+    model.fit(train, batch_size=batch_size, epochs=max_epochs, verbose=0,
+              callbacks=[_Timer(lambda: float(score()), run, max_seconds)])
+    return run
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median, where a run that never reached the mark (None) counts as infinitely late."""
+    finite = sorted(np.inf if v is None else v for v in values)
+    value = float(np.median(finite))
+    return None if not np.isfinite(value) else value
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "not reached" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--classic-epochs", type=int, default=100)
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="training seconds per nfbook run (and for 'best within')")
+    args = parser.parse_args()
+
+    train, test = nfbook.data.moons(10000, seed=0), nfbook.data.moons(10000, seed=1)
+    floor = nfbook.data.moons_entropy(noise=0.05)
+    systems: dict[str, Callable[[int], Run]] = {
+        "classic TFP code, Keras fit + fake labels, batch 32, Adam 1e-3": lambda s: train_classic(
+            train, test, s, args.classic_epochs, np.inf),
+        "nfbook.maf(2), batch 32, Adam 1e-3": lambda s: train_nfbook(
+            lambda: nfbook.maf(2), 32, 1e-3, train, test, s, 1000, args.budget),
+        "nfbook.maf(2), batch 1024, Adam 3e-3": lambda s: train_nfbook(
+            lambda: nfbook.maf(2), 1024, 3e-3, train, test, s, 1000, args.budget),
+        "nfbook.realnvp(2), batch 256, Adam 1e-3": lambda s: train_nfbook(
+            lambda: nfbook.realnvp(2), 256, 1e-3, train, test, s, 1000, args.budget),
+    }
+    runs = {name: [run(seed) for seed in args.seeds] for name, run in systems.items()}
+    classic = next(iter(runs.values()))
+    target = max(run.best_within(np.inf) for run in classic)  # every classic seed reached it
+    classic_seconds = _median([run.seconds_at(target) for run in classic])
+
+    print(f"\nEntropy of the data (floor of any held-out NLL): {floor:.3f} nats")
+    print(f"Seeds {args.seeds}; medians over seeds. Target for the speed-up: {target:.3f}, the "
+          f"worst of the classic code's best held-out NLLs in {args.classic_epochs} epochs.\n")
+    print("| system | s/epoch | epochs to 0.70 | epochs to 0.60 | s to 0.60 "
+          f"| best NLL in {args.budget:.0f} s | best NLL overall | s to target | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, system_runs in runs.items():
+        per_epoch = _median([run.seconds[-1] / len(run.seconds) for run in system_runs])
+        epochs = [_median([run.first_epoch_at(t) for run in system_runs]) for t in THRESHOLDS]
+        to_060 = _median([run.seconds_at(0.60) for run in system_runs])
+        best_budget = _median([run.best_within(args.budget) for run in system_runs])
+        best = _median([run.best_within(np.inf) for run in system_runs])
+        to_target = _median([run.seconds_at(target) for run in system_runs])
+        speedup = (None if to_target is None or classic_seconds is None
+                   else classic_seconds / to_target)
+        print(f"| {name} | {_fmt(per_epoch, 2)} | {_fmt(epochs[0], 0)} | {_fmt(epochs[1], 0)} "
+              f"| {_fmt(to_060)} | {_fmt(best_budget, 3)} | {_fmt(best, 3)} | {_fmt(to_target)} "
+              f"| {_fmt(speedup)}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,18 +1,21 @@
 """nfbook: normalizing flows with TensorFlow Probability, the companion library of the book."""
 
-from nfbook import data, plot
+from nfbook import data, plot, reverse_kl
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
+from nfbook.continuous import FlowMatching, ffjord
 from nfbook.model import FlowModel, NonFiniteLossError
 from nfbook.notebook import glue
 from nfbook.saving import load
 from nfbook.seed import set_seed
 
 __all__ = [
+    "FlowMatching",
     "FlowModel",
     "NonFiniteLossError",
     "affine",
     "batch_norm_mode",
     "data",
+    "ffjord",
     "glue",
     "iaf",
     "load",
@@ -21,6 +24,7 @@ __all__ = [
     "permute",
     "plot",
     "realnvp",
+    "reverse_kl",
     "set_seed",
 ]
 

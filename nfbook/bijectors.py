@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "affine",
+    "attach_spec",
     "batch_norm_mode",
     "iaf",
     "maf",
@@ -33,8 +34,9 @@ tfb = tfp.bijectors
 _SPEC_ATTRIBUTE = "_nfbook_spec"
 
 
-def _attach_spec(bijector: tfb.Bijector, builder: str, **kwargs: Any) -> tfb.Bijector:
-    """Record how ``bijector`` was built, so that a saved model can be rebuilt exactly."""
+def attach_spec(bijector: tfb.Bijector, builder: str, **kwargs: Any) -> tfb.Bijector:
+    """Record how ``bijector`` was built (builder name and JSON-able arguments), so that a
+    saved model can be rebuilt exactly by :func:`rebuild`."""
     setattr(bijector, _SPEC_ATTRIBUTE, json.dumps({"builder": builder, "kwargs": kwargs}))
     return bijector
 
@@ -84,7 +86,10 @@ def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
     >>> len(b.bijectors)
     3
     """
+    from nfbook.continuous import ffjord  # continuous.py imports this module
+
     builders: dict[str, Callable[..., tfb.Bijector]] = {
+        "ffjord": ffjord,
         "affine": affine,
         "maf": maf,
         "iaf": iaf,
@@ -141,7 +146,7 @@ def affine(shift: Any, scale: Any) -> tfb.Chain:
         raise ValueError(f"`shift` of shape {shift_array.shape} and `scale` of shape "
                          f"{scale_array.shape} do not broadcast.") from error
     chain = tfb.Chain([tfb.Shift(shift_array), tfb.Scale(scale_array)], name="affine")
-    return _attach_spec(chain, "affine", shift=shift_array.tolist(), scale=scale_array.tolist())
+    return attach_spec(chain, "affine", shift=shift_array.tolist(), scale=scale_array.tolist())
 
 
 def permute(permutation: Sequence[int], name: str = "permute") -> tfb.Permute:
@@ -305,7 +310,7 @@ def maf(
         lambda i: _maf_layer(ndim, hidden_units, activation, log_scale_bound, i),
         batch_norm, permutation, seed, name="maf",
     )
-    return _attach_spec(
+    return attach_spec(
         chain, "maf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
         permutation=None if permutation is None else list(map(int, permutation)), seed=seed,
@@ -357,7 +362,7 @@ def iaf(
                           name=f"iaf_{i}")
 
     chain = _stack(ndim, num_layers, make_layer, batch_norm, permutation, seed, name="iaf")
-    return _attach_spec(
+    return attach_spec(
         chain, "iaf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
         permutation=None if permutation is None else list(map(int, permutation)), seed=seed,
@@ -396,7 +401,7 @@ def _coupling(
         log_scale = tf.Variable(tf.zeros([ndim]), name="nice_log_scale")
         chain = tfb.Chain([tfb.Scale(log_scale=log_scale, name="scale"), *chain.bijectors],
                           name=builder)
-    return _attach_spec(
+    return attach_spec(
         chain, builder, ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
         permutation=None if permutation is None else list(map(int, permutation)), seed=seed,

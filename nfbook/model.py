@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["FlowModel", "NonFiniteLossError"]
 
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -12,30 +13,11 @@ import tf_keras as keras
 
 from nfbook.bijectors import batch_norm_mode
 from nfbook.checks import check_data, check_positive_int
+from nfbook.reverse_kl import fit_reverse_kl
+from nfbook.training import NonFiniteLossError, add_guard, apply_if_finite
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised by :meth:`FlowModel.fit` when the NLL of a batch became NaN or infinite."""
-
-
-class _StopOnNonFinite(keras.callbacks.Callback):
-    """Stop training at the first batch whose update was skipped for a non-finite loss."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch = 0
-        self.stopped_epoch: int | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if logs and logs.get("skipped_steps", 0) > 0 and self.stopped_epoch is None:
-            self.stopped_epoch = self.epoch + 1
-            self.model.stop_training = True
 
 
 def _keras_layers(bijector: tfb.Bijector) -> list[keras.layers.Layer]:
@@ -169,15 +151,8 @@ class FlowModel(keras.Model):
             log_prob = self(x, training=True)
             loss = -tf.reduce_mean(log_prob)
         gradients = tape.gradient(loss, self.trainable_variables)
-        finite = tf.math.is_finite(loss)
-        for gradient in gradients:
-            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
-
-        def apply() -> tf.Tensor:
-            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-            return tf.constant(0.0)
-
-        skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
+        skipped = apply_if_finite(self.optimizer, loss, gradients, self.trainable_variables)
+        finite = tf.equal(skipped, 0.0)
         self.skipped_steps.update_state(skipped)
         self.nll.update_state(tf.where(finite, -log_prob, tf.zeros_like(log_prob)),
                               sample_weight=tf.cast(finite, log_prob.dtype))
@@ -227,18 +202,41 @@ class FlowModel(keras.Model):
                 validation = validation[0]
             # a 1-tuple: Keras tests `if validation_data:`, ambiguous for a bare array
             kwargs["validation_data"] = (check_data(validation, self.ndim, "validation_data"),)
-        guard = _StopOnNonFinite()
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), guard]
+        guard = add_guard(kwargs)
         self.optimizer.build(self.trainable_variables)
         history = super().fit(x, **kwargs)
-        if guard.stopped_epoch is not None:
-            raise NonFiniteLossError(
-                f"Training stopped in epoch {guard.stopped_epoch}: the NLL of a batch became "
-                "NaN or infinite, so that update was not applied and the weights are those of "
-                "the last finite step. Standardise the data or lower the learning rate. "
-                "The history so far is in model.history."
-            )
+        guard.raise_if_stopped("the NLL of a batch",
+                               "Standardise the data or lower the learning rate.")
         return history
+
+    def fit_reverse_kl(
+        self,
+        target_log_prob: Callable[[tf.Tensor], Any],
+        *,
+        epochs: int = 1,
+        steps_per_epoch: int = 100,
+        batch_size: int = 256,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        verbose: str | int = "auto",
+        seed: int | None = None,
+    ) -> keras.callbacks.History:
+        r"""Train on an unnormalised log-density by reverse KL, using only the flow's samples.
+
+        Minimises :math:`\mathbb{E}_{x \sim q}[\log q(x) - \log \tilde p(x)]
+        = \mathrm{KL}(q \,\|\, p^*) - \log Z` for a target
+        :math:`p^* = \tilde p / Z` given as ``target_log_prob`` (:math:`\log \tilde p`, written
+        with TensorFlow ops). Needs ``compile()`` first; same progress bar, callbacks and NaN
+        guard as :meth:`fit`. See :func:`nfbook.reverse_kl.fit_reverse_kl` for the details
+        and the errors raised (batch-norm flows are refused).
+
+        Returns
+        -------
+        keras.callbacks.History
+            ``history.history["loss"]``: the reverse KL minus :math:`\log Z`, per epoch.
+        """
+        return fit_reverse_kl(self, target_log_prob, epochs=epochs,
+                              steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                              callbacks=callbacks, verbose=verbose, seed=seed)
 
     def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
         """Write the model to one file; see :func:`nfbook.saving.save` and :func:`nfbook.load`.

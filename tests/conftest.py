@@ -1,0 +1,48 @@
+"""Session set-up shared by every pytest run: report TensorFlow's devices, enforce NFBOOK_DEVICE.
+
+``NFBOOK_DEVICE=gpu`` makes the session fail at once when TensorFlow sees no GPU, so a GPU run
+can never pass on the CPU by mistake. ``make nbval`` loads this file with ``-p tests.conftest``.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import functools  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@functools.cache
+def _devices() -> tuple[str, tuple[tuple[str, str], ...]]:
+    import tensorflow as tf
+
+    found = tuple((d.device_type, d.name) for d in tf.config.list_physical_devices())
+    return tf.__version__, found
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    version, found = _devices()
+    names = ", ".join(f"{name} ({kind})" for kind, name in found) or "none"
+    gpus = sum(kind == "GPU" for kind, _ in found)
+    requested = os.environ.get("NFBOOK_DEVICE", "") or "unset"
+    return [
+        f"tensorflow {version}: devices {names}",
+        f"GPUs visible to TensorFlow: {gpus}; NFBOOK_DEVICE={requested}",
+    ]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    requested = os.environ.get("NFBOOK_DEVICE", "").strip().lower()
+    if requested in ("", "cpu", "any"):
+        return
+    if requested != "gpu":
+        pytest.exit(f"NFBOOK_DEVICE={requested!r}: expected 'gpu', 'cpu' or unset.", returncode=1)
+    _, found = _devices()
+    if not any(kind == "GPU" for kind, _ in found):
+        names = ", ".join(name for _, name in found) or "none"
+        pytest.exit(
+            "NFBOOK_DEVICE=gpu but TensorFlow sees no GPU (devices: "
+            f"{names}). Refusing to run the tests on the CPU.",
+            returncode=1,
+        )

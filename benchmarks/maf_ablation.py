@@ -25,6 +25,8 @@ be tested one at a time (``zero-out``) or stacked (``torch-init+zero-out+zuko-di
 ``std``            data standardised with the training mean and std; NLLs are reported in
                    the original units (the log-determinant of the standardisation added).
 ``clip``           Adam with ``global_clipnorm=1`` (gradient clipping).
+``emaM``           score with an exponential moving average of the weights, momentum 0.M
+                   (e.g. ``ema99``; Polyak averaging); the step and epoch loops only.
 ``zuko``           shorthand for ``torch-init+zuko-clamp+zuko-dir+eps8``.
 
 The MADE is TFP's own network; non-default initialisations are written into its built
@@ -80,6 +82,7 @@ class Config:
     adam_eps: float = 1e-7
     standardise: bool = False
     clipnorm: float | None = None
+    ema: float | None = None
 
 
 def parse_variant(name: str) -> Config:
@@ -98,7 +101,10 @@ def parse_variant(name: str) -> Config:
 
 def _apply(cfg: Config, atom: str) -> Config:
     tanh = re.fullmatch(r"tanh(\d+(?:\.\d+)?)", atom)
-    if tanh:
+    ema = re.fullmatch(r"ema(\d+)", atom)
+    if ema:
+        cfg.ema = float("0." + ema.group(1))
+    elif tanh:
         cfg.clamp, cfg.clamp_c = "tanh", float(tanh.group(1))
     elif atom == "torch-bias":
         cfg.hidden_init = "torch-bias"
@@ -273,10 +279,11 @@ def train(cfg: Config, seed: int, data: tuple[np.ndarray, np.ndarray], st: Setti
     def record(seconds: float) -> bool:
         run.epoch_seconds.append(seconds)
         run.seconds.append((run.seconds[-1] if run.seconds else 0.0) + seconds)
-        run.nll.append(float(score()))
+        run.nll.append(float(evaluate()))
         return run.seconds[-1] >= st.budget or run.nll[-1] <= st.stop_at
 
     if st.loop.startswith("fit"):
+        evaluate = score
         model = FlowModel(flow, mades)
         model.compile(optimizer=opt, loss=lambda _, log_prob: -log_prob,
                       steps_per_execution=st.spe if st.loop == "fit-spe" else 1)
@@ -296,10 +303,25 @@ def train(cfg: Config, seed: int, data: tuple[np.ndarray, np.ndarray], st: Setti
     variables = [v for made in mades for v in made.trainable_variables]
     xla = st.loop.endswith("xla")
 
+    shadow = [tf.Variable(v) for v in variables] if cfg.ema else []
+
     def step(x: tf.Tensor) -> None:
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(flow.log_prob(x))
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        for average, v in zip(shadow, variables):
+            average.assign(cfg.ema * average + (1.0 - cfg.ema) * v)
+
+    def score_averaged() -> tf.Tensor:
+        current = [v.numpy() for v in variables]
+        for average, v in zip(shadow, variables):
+            v.assign(average)
+        value = score()
+        for saved, v in zip(current, variables):
+            v.assign(saved)
+        return value
+
+    evaluate = score_averaged if cfg.ema else score
 
     step_fn = tf.function(step, jit_compile=xla)
 

@@ -1,6 +1,6 @@
 """nfbook: normalizing flows with TensorFlow Probability, the companion library of the book."""
 
-from nfbook import data, plot, reverse_kl
+from nfbook import data, plot, reverse_kl, timing
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
 from nfbook.continuous import FlowMatching, ffjord
 from nfbook.model import FlowModel, NonFiniteLossError
@@ -26,6 +26,7 @@ __all__ = [
     "realnvp",
     "reverse_kl",
     "set_seed",
+    "timing",
 ]
 
 __version__ = "0.1.0"

@@ -6,6 +6,8 @@ __all__ = ["glue"]
 
 from typing import Any
 
+import numpy as np
+
 
 def glue(name: str, value: Any, display: bool = False) -> Any:
     """Store ``value`` under ``name`` for MyST's ``{glue:text}`` role, and return it.
@@ -32,10 +34,13 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     --------
     >>> glue("answer", 42)
     42
+    >>> glue("mean", np.float64(0.5))  # returned as given; glued as a Python float
+    np.float64(0.5)
     """
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
         return value
-    myst_glue(name, value, display=display)
+    # NumPy scalars print as "np.float64(...)" since NumPy 2, which {glue:text} cannot format.
+    myst_glue(name, value.item() if isinstance(value, np.generic) else value, display=display)
     return value

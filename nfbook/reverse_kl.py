@@ -36,7 +36,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook.checks import check_positive_int
+from nfbook.checks import check_data, check_positive_int
 from nfbook.training import add_guard, apply_if_finite
 
 if TYPE_CHECKING:
@@ -81,6 +81,16 @@ def _check_target_values(values: Any, n: int, ndim: int, allow_minus_inf: bool) 
             f"return a large finite penalty outside it."
         )
     return array
+
+
+def _check_weight(data_weight: Any) -> float:
+    if isinstance(data_weight, bool) or not isinstance(
+            data_weight, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`data_weight` must be a number, got {data_weight!r} of type "
+                        f"{type(data_weight).__name__}.")
+    if not (np.isfinite(data_weight) and data_weight >= 0):
+        raise ValueError(f"`data_weight` must be a finite number >= 0, got {data_weight!r}.")
+    return float(data_weight)
 
 
 def check_target(target_log_prob: Any, ndim: int, probe: tf.Tensor) -> None:
@@ -141,11 +151,14 @@ class ReverseKLTrainer(keras.Model):
     no inverse is run) and takes a step on
 
     .. math:: \hat{\mathcal L}(\theta) = \frac{1}{B}\sum_{k=1}^{B}
-        \left[\log q_\theta(x_k) - \log \tilde p(x_k)\right],
+        \left[\log q_\theta(x_k) - \log \tilde p(x_k)\right]
+        - \frac{\lambda}{M}\sum_{j=1}^{M} \log q_\theta(y_j),
 
-    an unbiased estimate of :math:`\mathrm{KL}(q_\theta \| p^*) - \log Z`. The data it is
-    fitted on is a dummy that only counts steps. Use :func:`fit_reverse_kl`, which checks the
-    arguments first.
+    an unbiased estimate of :math:`\mathrm{KL}(q_\theta \| p^*) - \log Z` plus, when
+    ``data`` is given, :math:`\lambda` = ``data_weight`` times the negative log-likelihood of
+    a minibatch :math:`y_1, \dots, y_M` of the data (drawn with replacement,
+    :math:`M = \min(B, \text{len(data)})`). The data it is fitted on is a dummy that only
+    counts steps. Use :func:`fit_reverse_kl`, which checks the arguments first.
 
     Parameters
     ----------
@@ -157,27 +170,44 @@ class ReverseKLTrainer(keras.Model):
         Samples per step.
     seed : int
         Seed of the stream of stateless sampling seeds (one per step).
+    data : numpy.ndarray, optional
+        Checked float32 samples of the target, shape ``(m, ndim)``.
+    data_weight : float
+        :math:`\lambda \ge 0`, the weight of the data term.
     """
 
     def __init__(self, flow_model: FlowModel, target_log_prob: TargetLogProb,
-                 batch_size: int, seed: int) -> None:
+                 batch_size: int, seed: int, data: np.ndarray | None = None,
+                 data_weight: float = 1.0) -> None:
         super().__init__(name="reverse_kl")
         self.flow_model = flow_model
         self.target_log_prob = target_log_prob
         self.batch_size = batch_size
         self.seeds = tf.random.Generator.from_seed(seed)
-        self.kl = keras.metrics.Mean(name="loss")
+        self.data = None if data is None else tf.constant(data, dtype=tf.float32)
+        self.data_weight = float(data_weight)
+        self.kl = keras.metrics.Mean(name="reverse_kl")
+        self.nll = keras.metrics.Mean(name="data_nll")
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.kl, self.skipped_steps]
+        return [self.kl, self.nll, self.skipped_steps]
 
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.flow_model(x)
 
+    def _data_batch(self) -> tf.Tensor:
+        n = tf.shape(self.data)[0]
+        size = min(self.batch_size, int(self.data.shape[0]))
+        index = tf.random.stateless_uniform(
+            [size], seed=self.seeds.uniform_full_int([2], dtype=tf.int32),
+            minval=0, maxval=n, dtype=tf.int32)
+        return tf.gather(self.data, index)
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         seed = self.seeds.uniform_full_int([2], dtype=tf.int32)
+        batch = None if self.data is None else self._data_batch()
         variables = self.flow_model.trainable_variables
         with tf.GradientTape() as tape:
             x, log_q = self.flow_model.distribution.experimental_sample_and_log_prob(
@@ -185,13 +215,25 @@ class ReverseKLTrainer(keras.Model):
             log_p = tf.cast(self.target_log_prob(x), log_q.dtype)
             per_sample = log_q - log_p
             loss = tf.reduce_mean(per_sample)
+            if batch is not None:
+                nll = -self.flow_model.distribution.log_prob(batch)
+                loss = loss + self.data_weight * tf.reduce_mean(nll)
         gradients = tape.gradient(loss, variables)
         skipped = apply_if_finite(self.optimizer, loss, gradients, variables)
         finite = tf.equal(skipped, 0.0)
         self.skipped_steps.update_state(skipped)
         self.kl.update_state(tf.where(finite, per_sample, tf.zeros_like(per_sample)),
                              sample_weight=tf.cast(finite, per_sample.dtype))
-        return {m.name: m.result() for m in self.metrics}
+        if batch is None:
+            return {"loss": self.kl.result(), "skipped_steps": self.skipped_steps.result()}
+        self.nll.update_state(tf.where(finite, nll, tf.zeros_like(nll)),
+                              sample_weight=tf.cast(finite, nll.dtype))
+        return {
+            "loss": self.kl.result() + self.data_weight * self.nll.result(),
+            "reverse_kl": self.kl.result(),
+            "data_nll": self.nll.result(),
+            "skipped_steps": self.skipped_steps.result(),
+        }
 
 
 def fit_reverse_kl(
@@ -201,6 +243,8 @@ def fit_reverse_kl(
     epochs: int = 1,
     steps_per_epoch: int = 100,
     batch_size: int = 256,
+    data: Any = None,
+    data_weight: float = 1.0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: str | int = "auto",
     seed: int | None = None,
@@ -217,6 +261,14 @@ def fit_reverse_kl(
     the reverse KL shifted by the unknown :math:`-\log Z` (so it may be negative; its
     minimum :math:`-\log Z` is reached at :math:`q_\theta = p^*`). It is mode-seeking: where
     :math:`q_\theta` puts no mass, :math:`p^*` is never looked at.
+
+    With ``data`` (a few samples of :math:`p^*`, e.g. known configurations of a molecule),
+    the loss becomes :math:`\mathcal L(\theta) + \lambda\, \mathrm{NLL}_\theta(\text{data})`
+    with :math:`\lambda` = ``data_weight``: the mass-covering maximum-likelihood term of
+    :meth:`nfbook.FlowModel.fit` pulls the flow onto every region the data visit, and the
+    energy term shapes it where there is no data (the combined loss of Boltzmann
+    generators, Noé et al. 2019). Each step then also scores a minibatch of the data
+    (:math:`\min(B, m)` rows drawn with replacement), which runs the flow's inverse.
 
     Same progress bar and callbacks (``History``, ``EarlyStopping``, ``TerminateOnNaN``...) as
     ``keras.Model.fit``, whose ``model`` attribute is a :class:`ReverseKLTrainer` holding
@@ -237,29 +289,38 @@ def fit_reverse_kl(
         Optimiser steps per epoch, ``>= 1``.
     batch_size : int
         Flow samples per step, ``>= 1``.
+    data : array-like, optional
+        Samples of the target, shape ``(m, ndim)``, finite, ``m >= 1``.
+    data_weight : float
+        Weight :math:`\lambda \ge 0` of the data's NLL; used only with ``data``.
     callbacks : list of keras.callbacks.Callback, optional
         As in ``keras.Model.fit``.
     verbose : "auto", 0, 1 or 2
         As in ``keras.Model.fit``.
     seed : int, optional
-        Seed of the samples (each step gets its own stateless seed from it); by default drawn
-        from NumPy's global generator, so :func:`nfbook.set_seed` makes a run repeatable.
+        Seed of the samples, ``0 <= seed < 2**31`` (each step gets its own stateless seed
+        from it); by default drawn from NumPy's global generator, so
+        :func:`nfbook.set_seed` makes a run repeatable.
 
     Returns
     -------
     keras.callbacks.History
-        ``history.history["loss"]`` is :math:`\mathcal L` per epoch (nats);
-        ``"skipped_steps"`` counts non-finite steps. Also stored as ``model.history``.
+        ``history.history["loss"]`` is the loss per epoch (nats), the mean over the
+        epoch's steps; ``"skipped_steps"`` counts non-finite steps. With ``data`` it also
+        holds its two terms, ``"reverse_kl"`` (:math:`\mathcal L`) and ``"data_nll"``, with
+        ``loss = reverse_kl + data_weight * data_nll``. Also stored as ``model.history``.
 
     Raises
     ------
     TypeError
-        If ``target_log_prob`` is not callable, not differentiable with TensorFlow, or an
-        integer argument is not an integer.
+        If ``target_log_prob`` is not callable, not differentiable with TensorFlow, an
+        integer argument is not an integer, ``data`` is not numeric or ``data_weight`` is
+        not a number.
     ValueError
         If ``target_log_prob`` returns the wrong shape, NaN, +inf or -inf on the probe batch,
-        an integer argument is below 1, the flow has batch normalisation, or it has no
-        trainable variables.
+        an integer argument is out of range, ``data`` has the wrong shape or non-finite
+        rows, ``data_weight`` is negative or not finite, the flow has batch normalisation,
+        or it has no trainable variables.
     RuntimeError
         If ``model`` is not compiled.
     NonFiniteLossError
@@ -284,6 +345,14 @@ def fit_reverse_kl(
     >>> history = model.fit_reverse_kl(target, epochs=2, steps_per_epoch=5, verbose=0)
     >>> len(history.history["loss"])
     2
+
+    With a few samples of the target as well:
+
+    >>> data = np.random.default_rng(0).normal(1.0, 1.0, size=(32, 2))
+    >>> history = fit_reverse_kl(model, target, data=data, steps_per_epoch=5, verbose=0)
+    >>> logs = {key: value[-1] for key, value in history.history.items()}
+    >>> bool(np.isclose(logs["loss"], logs["reverse_kl"] + logs["data_nll"], rtol=1e-5))
+    True
     """
     epochs = check_positive_int("epochs", epochs)
     steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch)
@@ -300,12 +369,18 @@ def fit_reverse_kl(
                          "would train nothing.")
     if model.optimizer is None:
         raise RuntimeError("Call compile() before fit_reverse_kl().")
+    if data is not None:
+        data = check_data(data, model.ndim, "data")
+    data_weight = _check_weight(data_weight)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
+    seed = check_positive_int("seed", seed, minimum=0)
+    if seed >= 2**31:
+        raise ValueError(f"`seed` must be below 2**31, got {seed}.")
     probe = model.distribution.sample(min(batch_size, 256), seed=(seed, 2**31 - 1))
     check_target(target_log_prob, model.ndim, probe)
 
-    trainer = ReverseKLTrainer(model, target_log_prob, batch_size, seed)
+    trainer = ReverseKLTrainer(model, target_log_prob, batch_size, seed, data, data_weight)
     trainer.compile(optimizer=model.optimizer)
     model.optimizer.build(model.trainable_variables)
     kwargs: dict[str, Any] = {"callbacks": callbacks}

@@ -84,6 +84,7 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
         "ndim": model.ndim,
         "bijector": spec_of(model.bijector),
         "default_base": model.default_base,
+        "average_weights": model.weight_average is not None,
         "weights": [[w.name, list(w.shape)] for w in weights],
         "probe_log_prob": model.log_prob(probe).numpy().tolist(),
         "optimizer": None,
@@ -179,7 +180,8 @@ def load(
         bijector = rebuild(record["bijector"])
     if base is None and not record["default_base"]:
         raise ValueError(f"{path} was saved with a custom base distribution; pass `base=`.")
-    model = FlowModel(bijector, record["ndim"], base=base)
+    model = FlowModel(bijector, record["ndim"], base=base,
+                      average_weights=record.get("average_weights", True))
     weights = _flow_weights(model)
     saved_shapes = [shape for _, shape in record["weights"]]
     shapes = [list(w.shape) for w in weights]

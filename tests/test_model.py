@@ -69,7 +69,7 @@ def test_short_training_lowers_held_out_nll_and_keeps_density_normalised(builder
     nfbook.set_seed(0)
     model = small_model(builder)
     before = model.evaluate(held_out, verbose=0)
-    model.fit(train, epochs=15, batch_size=128, verbose=0)
+    model.fit(train, epochs=30, batch_size=128, verbose=0)
     after = model.evaluate(held_out, verbose=0)
     assert before > 2.0 and after < 1.3, (before, after)
     assert abs(grid_integral(model.log_prob, extent=5.0, resolution=401) - 1.0) < 0.02
@@ -173,3 +173,30 @@ def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_finite_weights(
     assert any(changed)  # the first, finite batch was applied
     assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_variables)
     assert model.history.history == {} or np.isfinite(model.history.history["loss"]).all()
+
+
+def test_fit_hands_over_the_averaged_weights(moons):
+    train, held_out = moons
+    model = small_model()
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)
+    history = model.fit(train, validation_data=held_out, epochs=3, batch_size=100, verbose=0,
+                        callbacks=[stop])
+    average = model.weight_average
+    assert float(average.momentum) == pytest.approx(1 - 3 / 20)  # 20 steps per epoch
+    for variable, averaged in zip(model.trainable_variables, average.averages):
+        np.testing.assert_array_equal(variable.numpy(), averaged.numpy())
+    # the validation loss was computed on the weights the model now holds
+    np.testing.assert_allclose(history.history["val_loss"][-1],
+                               model.evaluate(held_out, verbose=0), rtol=1e-5)
+    raw = [b.numpy() for b in average.backups]
+    assert any(not np.array_equal(r, v.numpy()) for r, v in zip(raw, model.trainable_variables))
+
+
+def test_weight_averaging_can_be_switched_off(moons):
+    train, held_out = moons
+    model = nfbook.FlowModel(nfbook.realnvp(2, hidden_units=(16,)), 2, average_weights=False)
+    model.compile()
+    history = model.fit(train, validation_data=held_out, epochs=1, batch_size=200, verbose=0)
+    assert model.weight_average is None
+    np.testing.assert_allclose(history.history["val_loss"][-1],
+                               model.evaluate(held_out, verbose=0), rtol=1e-5)

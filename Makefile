@@ -98,8 +98,9 @@ chromium:
 	  echo "==> installing chromium (apt-get)"; \
 	  apt-get update && apt-get install -y --no-install-recommends chromium; \
 	else \
-	  echo "warning: no chromium found; the screenshot test will be SKIPPED." >&2; \
-	  echo "         Install it with 'sudo apt-get install chromium' (Debian) or set CHROMIUM=/path/to/chrome." >&2; \
+	  echo "warning: no chromium found; the screenshot tests will FAIL." >&2; \
+	  echo "         Install it with 'sudo apt-get install chromium' (Debian), set CHROMIUM=/path/to/chrome," >&2; \
+	  echo "         or skip them explicitly with NFBOOK_SKIP_BROWSER=1." >&2; \
 	fi
 
 screenshots: venv chromium

@@ -59,6 +59,8 @@ import tensorflow_probability as tfp  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from sklearn.datasets import make_moons  # noqa: E402
 
+from report import fmt, median, write  # noqa: E402
+
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
@@ -350,18 +352,6 @@ def train(cfg: Config, seed: int, data: tuple[np.ndarray, np.ndarray], st: Setti
 # Reporting
 
 
-def _median(values: list[float | None]) -> float | None:
-    """Median, where a run that never reached the mark (None) counts as infinitely late."""
-    value = float(np.median([np.inf if v is None else v for v in values]))
-    return value if np.isfinite(value) else None
-
-
-def _fmt(value: float | None, digits: int = 1, cap: int | None = None) -> str:
-    if value is None:
-        return f"> {cap}" if cap is not None else "not reached"
-    return f"{value:.{digits}f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -381,6 +371,7 @@ def main() -> None:
                         help="time every --loop mode on the first variant instead")
     parser.add_argument("--steps-per-execution", type=int, default=50)
     parser.add_argument("--verbose", action="store_true", help="print each run's NLL curve")
+    parser.add_argument("--report", help="also write the table to benchmarks/results/REPORT.md")
     args = parser.parse_args()
 
     def moons(seed: int) -> np.ndarray:
@@ -400,29 +391,38 @@ def main() -> None:
             runs = [train(cfg, s, data, Settings(args.batch_size, args.lr, args.max_epochs,
                                                  loop, spe=args.steps_per_execution))
                     for s in args.seeds]
-            per_epoch = _median([r.steady_seconds() for r in runs])
-            startup = _median([r.epoch_seconds[0] - r.steady_seconds() for r in runs])
+            per_epoch = median([r.steady_seconds() for r in runs])
+            startup = median([r.epoch_seconds[0] - r.steady_seconds() for r in runs])
             name = f"fit, steps_per_execution={args.steps_per_execution}" if loop == "fit-spe" \
                 else loop
-            print(f"| {name} | {_fmt(per_epoch, 3)} | {_fmt(startup, 2)} |", flush=True)
+            print(f"| {name} | {fmt(per_epoch, 3)} | {fmt(startup, 2)} |", flush=True)
         return
 
     budget = "" if math.isinf(args.budget) else f" (within {args.budget:g} s)"
-    print("| variant | epochs to NLL<=0.70 | epochs to NLL<=0.60 "
-          f"| best held-out NLL{budget} | s/epoch |")
-    print("| --- | --- | --- | --- | --- |")
+    lines = [
+        f"Batch {args.batch_size}, Adam {args.lr:g} ({args.schedule}), at most "
+        f"{args.max_epochs} epochs, seeds {args.seeds}: medians over seeds.",
+        "",
+        "| variant | epochs to NLL<=0.70 | epochs to NLL<=0.60 "
+        f"| best held-out NLL{budget} | s/epoch |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    print("\n".join(lines[2:]))
     for name in args.variants:
         cfg = parse_variant(name)
         runs = [train(cfg, s, data, settings) for s in args.seeds]
         if args.verbose:
             for s, r in zip(args.seeds, runs):
                 print(f"  {name} seed {s}: " + " ".join(f"{v:.3f}" for v in r.nll), flush=True)
-        epochs = [_median([r.first_epoch_at(t) for r in runs]) for t in THRESHOLDS]
-        best = _median([min(r.nll) for r in runs])
-        per_epoch = _median([r.steady_seconds() for r in runs])
-        print(f"| {name} | {_fmt(epochs[0], 0, args.max_epochs)} "
-              f"| {_fmt(epochs[1], 0, args.max_epochs)} | {_fmt(best, 3)} "
-              f"| {_fmt(per_epoch, 3)} |", flush=True)
+        epochs = [median([r.first_epoch_at(t) for r in runs]) for t in THRESHOLDS]
+        best = median([min(r.nll) for r in runs])
+        per_epoch = median([r.steady_seconds() for r in runs])
+        lines.append(f"| {name} | {fmt(epochs[0], 0, args.max_epochs)} "
+                     f"| {fmt(epochs[1], 0, args.max_epochs)} | {fmt(best, 3)} "
+                     f"| {fmt(per_epoch, 3)} |")
+        print(lines[-1], flush=True)
+    if args.report:
+        write(args.report, lines)
 
 
 if __name__ == "__main__":

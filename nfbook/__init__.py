@@ -1,18 +1,20 @@
 """nfbook: normalizing flows with TensorFlow Probability, the companion library of the book."""
 
-from nfbook import data, plot, reverse_kl, timing
+from nfbook import animation, data, plot, reverse_kl, timing
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
 from nfbook.continuous import FlowMatching, ffjord
-from nfbook.model import FlowModel, NonFiniteLossError
+from nfbook.model import FlowModel
 from nfbook.notebook import glue
 from nfbook.saving import load
 from nfbook.seed import set_seed
+from nfbook.training import NonFiniteLossError
 
 __all__ = [
     "FlowMatching",
     "FlowModel",
     "NonFiniteLossError",
     "affine",
+    "animation",
     "batch_norm_mode",
     "data",
     "ffjord",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FlowModel", "NonFiniteLossError"]
+__all__ = ["FlowModel"]
 
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +16,6 @@ from nfbook.checks import check_data, check_positive_int
 from nfbook.reverse_kl import fit_reverse_kl
 from nfbook.training import (
     AverageWeightsEachEpoch,
-    NonFiniteLossError,
     WeightAverage,
     add_guard,
     apply_if_finite,
@@ -139,8 +138,17 @@ class FlowModel(keras.Model):
 
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Return :math:`\\log p(x)`, shape ``(n,)``."""
-        distribution = self._training_distribution if training else self._distribution
-        return distribution.log_prob(x)
+        if not training:
+            return self._distribution.log_prob(x)
+        # Not self._training_distribution.log_prob(x): TransformedDistribution takes the
+        # log-determinant at the base point in the forward direction, where TFP's
+        # BatchNormalization uses its running variance even in training mode. The inverse
+        # direction uses the batch variance that the normalisation itself used.
+        bijector = self._training_distribution.bijector
+        x = tf.convert_to_tensor(x, dtype=tf.float32)
+        base = self._training_distribution.distribution
+        return base.log_prob(bijector.inverse(x)) + bijector.inverse_log_det_jacobian(
+            x, event_ndims=1)
 
     def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
         """Configure training; the loss is always the NLL.
@@ -190,7 +198,7 @@ class FlowModel(keras.Model):
         NumPy data (``x`` and ``validation_data``) is checked first: shape ``(n, ndim)``,
         real numbers, at least one row, no NaN or infinity. A batch whose loss or gradient
         is not finite is not applied: training stops there, the weights stay those of the
-        last finite step, and :class:`NonFiniteLossError` says so.
+        last finite step, and :class:`~nfbook.training.NonFiniteLossError` says so.
 
         Raises
         ------
@@ -198,7 +206,7 @@ class FlowModel(keras.Model):
             If labels ``y`` are passed, or the data is not numeric.
         ValueError
             On bad data, or if the model has no trainable variables.
-        NonFiniteLossError
+        nfbook.training.NonFiniteLossError
             If the NLL became NaN or infinite.
         """
         if y is not None:

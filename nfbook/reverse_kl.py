@@ -273,8 +273,8 @@ def fit_reverse_kl(
     Same progress bar and callbacks (``History``, ``EarlyStopping``, ``TerminateOnNaN``...) as
     ``keras.Model.fit``, whose ``model`` attribute is a :class:`ReverseKLTrainer` holding
     ``model``. A step whose loss or gradient is not finite is not applied, and training
-    stops with :class:`nfbook.NonFiniteLossError` (the weights stay those of the last finite
-    step). The target is checked once, on a probe batch of the flow's samples, first.
+    stops with :class:`nfbook.training.NonFiniteLossError` (the weights stay those of the
+    last finite step). The target is checked once, on a probe batch of the flow's samples, first.
 
     Parameters
     ----------
@@ -323,7 +323,7 @@ def fit_reverse_kl(
         or it has no trainable variables.
     RuntimeError
         If ``model`` is not compiled.
-    NonFiniteLossError
+    nfbook.training.NonFiniteLossError
         If the loss became NaN or infinite during training.
 
     Notes

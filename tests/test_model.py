@@ -200,3 +200,17 @@ def test_weight_averaging_can_be_switched_off(moons):
     assert model.weight_average is None
     np.testing.assert_allclose(history.history["val_loss"][-1],
                                model.evaluate(held_out, verbose=0), rtol=1e-5)
+
+
+def test_training_log_density_uses_the_batch_statistics_of_batch_norm():
+    # An untrained one-layer RealNVP is the identity, so the flow is just the batch norm:
+    # u = (x - mean) / sqrt(var + eps) with the batch's statistics, and its log-determinant
+    # must use the same batch variance (TFP's TransformedDistribution would use the running one).
+    model = nfbook.FlowModel(nfbook.realnvp(2, num_layers=1, batch_norm=True), ndim=2)
+    x = np.random.default_rng(0).normal([1.0, -2.0], [3.0, 0.5], size=(256, 2)).astype(np.float32)
+    variance = x.var(axis=0) + 1e-3
+    u = (x - x.mean(axis=0)) / np.sqrt(variance)
+    base = tfd.MultivariateNormalDiag(loc=[0.0, 0.0])
+    expected = base.log_prob(u) - 0.5 * np.log(variance).sum()
+    np.testing.assert_allclose(model(x, training=True), expected, atol=1e-4)
+    assert np.max(np.abs(model(x).numpy() - expected.numpy())) > 0.1  # running statistics

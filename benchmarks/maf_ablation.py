@@ -385,8 +385,13 @@ def main() -> None:
 
     if args.timing:
         cfg = parse_variant(args.variants[0])
-        print("| loop | s/epoch (after the first) | start-up: first epoch minus s/epoch |")
-        print("| --- | --- | --- |")
+        lines = [
+            f"Variant {args.variants[0]}, batch {args.batch_size}, {args.max_epochs} epochs, "
+            f"seeds {args.seeds}: medians over seeds.",
+            "",
+            "| loop | s/epoch (after the first) | start-up: first epoch minus s/epoch |",
+            "| --- | --- | --- |",
+        ]
         for loop in LOOPS:
             runs = [train(cfg, s, data, Settings(args.batch_size, args.lr, args.max_epochs,
                                                  loop, spe=args.steps_per_execution))
@@ -395,7 +400,10 @@ def main() -> None:
             startup = median([r.epoch_seconds[0] - r.steady_seconds() for r in runs])
             name = f"fit, steps_per_execution={args.steps_per_execution}" if loop == "fit-spe" \
                 else loop
-            print(f"| {name} | {fmt(per_epoch, 3)} | {fmt(startup, 2)} |", flush=True)
+            lines.append(f"| {name} | {fmt(per_epoch, 3)} | {fmt(startup, 2)} |")
+        print("\n".join(lines))
+        if args.report:
+            write(args.report, lines)
         return
 
     budget = "" if math.isinf(args.budget) else f" (within {args.budget:g} s)"

@@ -258,8 +258,8 @@ def maf(
     :class:`~nfbook.networks.AutoregressiveAffine` MADEs, whose log-scales are soft-clamped to
     :math:`(-c, c)` with :math:`c` = ``log_scale_bound`` and whose weights and biases start
     from :func:`~nfbook.networks.fan_in_uniform` draws: trained with :class:`nfbook.FlowModel`,
-    this flow needs several times fewer epochs than TFP's defaults (chapter 4 of the book,
-    ``benchmarks/maf_ablation.py``).
+    this flow needs half the epochs of TFP's defaults or fewer on the two moons (chapter 4 of
+    the book, ``benchmarks/maf_ablation.py``).
 
     Parameters
     ----------

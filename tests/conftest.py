@@ -1,4 +1,5 @@
-"""Session set-up shared by every pytest run: report TensorFlow's devices, enforce NFBOOK_DEVICE.
+"""Shared by every pytest run: report TensorFlow's devices, enforce NFBOOK_DEVICE, and time
+the notebooks that nbval executes (a line per notebook at the end of the run).
 
 ``NFBOOK_DEVICE=gpu`` makes the session fail at once when TensorFlow sees no GPU, so a GPU run
 can never pass on the CPU by mistake. ``make nbval`` loads this file with ``-p tests.conftest``.
@@ -46,3 +47,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"{names}). Refusing to run the tests on the CPU.",
             returncode=1,
         )
+
+
+_notebook_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up the time of every notebook cell that nbval runs, per notebook."""
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _notebook_seconds[path] = _notebook_seconds.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the execution time of each notebook and their total (the book's time budget)."""
+    if not _notebook_seconds:
+        return
+    terminalreporter.section("seconds per notebook (cells executed by nbval)")
+    for path, seconds in sorted(_notebook_seconds.items()):
+        terminalreporter.write_line(f"{seconds:8.1f}  {path}")
+    terminalreporter.write_line(f"{sum(_notebook_seconds.values()):8.1f}  total")

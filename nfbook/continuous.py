@@ -403,7 +403,8 @@ class FlowMatching(keras.Model):
             per_example = self.flow_matching_loss(x1)
             loss = tf.reduce_mean(per_example)
         gradients = tape.gradient(loss, variables)
-        skipped = apply_if_finite(self.optimizer, loss, gradients, variables)
+        skipped = apply_if_finite(self.optimizer, loss, gradients, variables,
+                                  halted=self.skipped_steps.result() > 0)
         self.skipped_steps.update_state(skipped)
         finite = tf.equal(skipped, 0.0)
         self.regression_loss.update_state(

@@ -223,7 +223,8 @@ class ReverseKLTrainer(keras.Model):
                 nll = -self.flow_model.distribution.log_prob(batch)
                 loss = loss + self.data_weight * tf.reduce_mean(nll)
         gradients = tape.gradient(loss, variables)
-        skipped = apply_if_finite(self.optimizer, loss, gradients, variables)
+        skipped = apply_if_finite(self.optimizer, loss, gradients, variables,
+                                  halted=self.skipped_steps.result() > 0)
         finite = tf.equal(skipped, 0.0)
         self.skipped_steps.update_state(skipped)
         self.kl.update_state(tf.where(finite, per_sample, tf.zeros_like(per_sample)),

@@ -28,6 +28,7 @@ def apply_if_finite(
     loss: tf.Tensor,
     gradients: Sequence[tf.Tensor | None],
     variables: Sequence[tf.Variable],
+    halted: tf.Tensor | bool = False,
 ) -> tf.Tensor:
     """Apply ``gradients`` only if ``loss`` and every gradient are finite.
 
@@ -44,6 +45,10 @@ def apply_if_finite(
         Gradients of ``loss`` with respect to ``variables`` (``None`` entries count as zero).
     variables : sequence of tf.Variable
         The trainable variables.
+    halted : bool or tf.Tensor
+        Skip this update whatever its loss: an earlier step of the epoch was skipped. With
+        ``steps_per_execution > 1`` Keras runs several steps before any callback can stop
+        training; this keeps the weights at the last finite step meanwhile.
 
     Returns
     -------
@@ -62,7 +67,7 @@ def apply_if_finite(
     1.0
     """
     pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-    finite = tf.reduce_all(tf.math.is_finite(loss))
+    finite = tf.logical_and(tf.logical_not(halted), tf.reduce_all(tf.math.is_finite(loss)))
     for gradient, _ in pairs:
         finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
 

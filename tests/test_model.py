@@ -175,6 +175,28 @@ def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_finite_weights(
     assert model.history.history == {} or np.isfinite(model.history.history["loss"]).all()
 
 
+def test_steps_after_a_non_finite_one_are_not_applied_within_an_execution():
+    # Four steps run per compiled call; the second is NaN, the third and fourth are finite.
+    data = np.abs(np.random.default_rng(0).normal(size=(64, 2))).astype(np.float32) + 0.1
+    data[16:32] *= -1.0
+
+    def model_before_training(**compile_kwargs):
+        nfbook.set_seed(0)
+        flow = tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,), num_layers=2)])
+        model = nfbook.FlowModel(flow, ndim=2, average_weights=False)
+        model.compile(**compile_kwargs)
+        return model
+
+    first_step_only = model_before_training()
+    first_step_only.fit(data[:16], epochs=1, batch_size=16, verbose=0)
+    model = model_before_training(steps_per_execution=4)
+    with pytest.raises(nfbook.NonFiniteLossError):
+        model.fit(data, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    for expected, got in zip(first_step_only.trainable_variables, model.trainable_variables):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+    assert model.history.history["skipped_steps"] == [3.0]
+
+
 def test_fit_hands_over_the_averaged_weights(moons):
     train, held_out = moons
     model = small_model()

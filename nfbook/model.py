@@ -162,8 +162,9 @@ class FlowModel(keras.Model):
         **kwargs
             Passed to ``keras.Model.compile`` (``jit_compile``, ``steps_per_execution``...).
             With ``steps_per_execution=k`` the k steps of one call run without a callback in
-            between (on moons at batch 32, k = 20 cut the seconds per epoch by a third); after
-            a non-finite step the rest of that call applies no update.
+            between, which saves Keras's per-step overhead (see the training-loop benchmark,
+            ``benchmarks/maf_ablation.py --timing``); after a non-finite step the rest of that
+            call applies no update.
 
         Raises
         ------

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 __all__ = ["FlowModel"]
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from nfbook import density
 from nfbook.bijectors import batch_norm_mode
 from nfbook.checks import check_data, check_positive_int
 from nfbook.reverse_kl import fit_reverse_kl
@@ -19,6 +22,7 @@ from nfbook.training import (
     WeightAverage,
     add_guard,
     apply_if_finite,
+    step_loop,
 )
 
 tfb = tfp.bijectors
@@ -30,6 +34,27 @@ def _keras_layers(bijector: tfb.Bijector) -> list[keras.layers.Layer]:
     layers = [m for m in bijector.submodules if isinstance(m, keras.layers.Layer)]
     nested = {id(sub) for layer in layers for sub in layer.submodules}
     return [layer for layer in layers if id(layer) not in nested]
+
+
+def _keras3_layers(bijector: tfb.Bijector) -> list[str]:
+    """Names of the Keras 3 layers held by ``bijector`` or its modules (``tf.keras`` layers
+    since TF 2.16: tf_keras models do not track them)."""
+
+    def is_keras3_layer(value: Any) -> bool:
+        return any(cls.__module__.startswith("keras.src.layers") for cls in type(value).__mro__)
+
+    return sorted({layer.name for layer in bijector._flatten(predicate=is_keras3_layer)})
+
+
+def _size_known(data: Any, steps: int | None) -> bool:
+    """Whether Keras can tell the number of batches of ``data`` (or ``steps`` gives it)."""
+    if steps is not None or data is None:
+        return True
+    if isinstance(data, tuple) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, tf.data.Dataset):
+        return int(data.cardinality()) >= 0
+    return isinstance(data, (np.ndarray, tf.Tensor, keras.utils.Sequence, list))
 
 
 class FlowModel(keras.Model):
@@ -56,6 +81,10 @@ class FlowModel(keras.Model):
     from the raw ones. On the two moons this saves a third of the epochs at batch size 32
     (``benchmarks/maf_ablation.py``, variant ``ema99``); see
     :class:`nfbook.training.AverageWeightsEachEpoch`.
+
+    Two things make an epoch cheaper without changing any number: ``model(x)`` runs each
+    network once per layer (:func:`nfbook.density.log_prob`; TFP's ``log_prob`` runs it twice),
+    and :meth:`fit` runs 100 steps per compiled call by default (see :meth:`compile`).
 
     Parameters
     ----------
@@ -109,6 +138,11 @@ class FlowModel(keras.Model):
         if base.event_shape != [self.ndim]:
             raise ValueError(f"`base` has event shape {base.event_shape.as_list()}; expected "
                              f"[{self.ndim}] to match `ndim`.")
+        keras3 = _keras3_layers(bijector)
+        if keras3:
+            raise TypeError(f"The bijector holds Keras 3 layer(s) ({', '.join(keras3)}), whose "
+                            "weights a tf_keras model cannot train. Build them with "
+                            "`import tf_keras as keras` instead of `tf.keras`.")
         self._bijector = bijector
         self._distribution = tfd.TransformedDistribution(base, bijector)
         self._training_distribution = tfd.TransformedDistribution(
@@ -137,20 +171,19 @@ class FlowModel(keras.Model):
         return [self.nll, self.skipped_steps]
 
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """Return :math:`\\log p(x)`, shape ``(n,)``."""
-        if not training:
-            return self._distribution.log_prob(x)
-        # Not self._training_distribution.log_prob(x): TransformedDistribution takes the
-        # log-determinant at the base point in the forward direction, where TFP's
+        """Return :math:`\\log p(x)`, shape ``(n,)``, with every network run once per layer
+        (:func:`nfbook.density.log_prob`; the same value as :attr:`distribution`'s
+        ``log_prob``)."""
+        # In training, not self._training_distribution.log_prob(x): TransformedDistribution
+        # takes the log-determinant at the base point in the forward direction, where TFP's
         # BatchNormalization uses its running variance even in training mode. The inverse
         # direction uses the batch variance that the normalisation itself used.
-        bijector = self._training_distribution.bijector
+        distribution = self._training_distribution if training else self._distribution
         x = tf.convert_to_tensor(x, dtype=tf.float32)
-        base = self._training_distribution.distribution
-        return base.log_prob(bijector.inverse(x)) + bijector.inverse_log_det_jacobian(
-            x, event_ndims=1)
+        return density.log_prob(distribution.distribution, distribution.bijector, x)
 
-    def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
+    def compile(self, optimizer: Any = "adam", loss: Any = None,
+                steps_per_execution: int | str = 100, **kwargs: Any) -> None:
         """Configure training; the loss is always the NLL.
 
         Parameters
@@ -159,12 +192,17 @@ class FlowModel(keras.Model):
             Any tf_keras optimizer (default Adam with learning rate 1e-3).
         loss : None
             Must stay ``None``: the loss is the negative log-likelihood of the data.
+        steps_per_execution : int or "auto"
+            Batches per call of the compiled training (and evaluation) function, as in Keras,
+            but 100 by default here (Keras: 1). The steps of one call run in one
+            ``tf.while_loop`` with no Python in between (:func:`nfbook.training.step_loop`),
+            which makes an epoch at batch size 32 about twice as fast
+            (``benchmarks/training_speed.py``). Batch-level callbacks and the progress bar then see
+            every 100th batch (and the last of each epoch); epoch-level callbacks are
+            unchanged. Pass 1 for a callback after every batch. After a non-finite step the
+            rest of that call applies no update.
         **kwargs
-            Passed to ``keras.Model.compile`` (``jit_compile``, ``steps_per_execution``...).
-            With ``steps_per_execution=k`` the k steps of one call run without a callback in
-            between, which saves Keras's per-step overhead (see the training-loop benchmark,
-            ``benchmarks/maf_ablation.py --timing``); after a non-finite step the rest of that
-            call applies no update.
+            Passed to ``keras.Model.compile`` (``jit_compile``, ``run_eagerly``...).
 
         Raises
         ------
@@ -174,15 +212,17 @@ class FlowModel(keras.Model):
         if loss is not None:
             raise TypeError("FlowModel trains on the negative log-likelihood; compile() takes "
                             "no `loss` (and fit() takes no labels).")
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
+                        **kwargs)
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         x = data[0] if isinstance(data, tuple) else data
+        variables = self.trainable_variables  # Keras walks every layer to list them
         with tf.GradientTape() as tape:
             log_prob = self(x, training=True)
             loss = -tf.reduce_mean(log_prob)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        skipped = apply_if_finite(self.optimizer, loss, gradients, self.trainable_variables,
+        gradients = tape.gradient(loss, variables)
+        skipped = apply_if_finite(self.optimizer, loss, gradients, variables,
                                   halted=self.skipped_steps.result() > 0)
         if self.weight_average is not None:
             self.weight_average.update()
@@ -190,12 +230,47 @@ class FlowModel(keras.Model):
         self.skipped_steps.update_state(skipped)
         self.nll.update_state(tf.where(finite, -log_prob, tf.zeros_like(log_prob)),
                               sample_weight=tf.cast(finite, log_prob.dtype))
-        return {m.name: m.result() for m in self.metrics}
+        return self._train_logs()
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         x = data[0] if isinstance(data, tuple) else data
         self.nll.update_state(-self(x, training=False))
+        return self._test_logs()
+
+    def _train_logs(self) -> dict[str, tf.Tensor]:
+        return {m.name: m.result() for m in self.metrics}
+
+    def _test_logs(self) -> dict[str, tf.Tensor]:
         return {"loss": self.nll.result()}
+
+    def _can_loop(self) -> bool:
+        """Whether :func:`nfbook.training.step_loop` may replace Keras's execution function:
+        not for eager runs, parameter servers or distribution strategies."""
+        return (not self.run_eagerly and self._distribution_strategy is None
+                and self._cluster_coordinator is None)
+
+    def make_train_function(self, force: bool = False) -> Callable:
+        """The function ``fit`` calls once per execution: ``steps_per_execution`` training
+        steps in one ``tf.while_loop`` (:func:`nfbook.training.step_loop`)."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not self._can_loop():
+            return super().make_train_function(force)
+        self.train_function = step_loop(self.train_step, self._train_logs,
+                                        self._steps_per_execution, self._train_counter,
+                                        jit_compile=bool(self.jit_compile))
+        return self.train_function
+
+    def make_test_function(self, force: bool = False) -> Callable:
+        """The function ``evaluate`` calls once per execution, as :meth:`make_train_function`."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        if not self._can_loop():
+            return super().make_test_function(force)
+        self.test_function = step_loop(self.test_step, self._test_logs,
+                                       self._steps_per_execution, self._test_counter,
+                                       jit_compile=bool(self.jit_compile))
+        return self.test_function
 
     def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
         """Train on data ``x`` by maximum likelihood; same options as ``keras.Model.fit``.
@@ -220,12 +295,6 @@ class FlowModel(keras.Model):
         if not self.trainable_variables:
             raise ValueError("This FlowModel has no trainable variables, so fit() would train "
                              "nothing. Build the flow from tf_keras layers (nfbook builders do).")
-        untracked = {id(v) for v in self._bijector.trainable_variables} - {
-            id(v) for v in self.trainable_variables}
-        if untracked:
-            raise ValueError(f"{len(untracked)} trainable variable(s) of the bijector are not "
-                             "tracked by this Keras model (Keras 3 layers or tf1 templates?); "
-                             "use tf_keras layers.")
         if self.optimizer is None:
             raise RuntimeError("Call compile() before fit().")
         if not isinstance(x, (tf.data.Dataset, keras.utils.Sequence)) and x is not None:
@@ -241,10 +310,40 @@ class FlowModel(keras.Model):
                                    *(kwargs.get("callbacks") or [])]
         guard = add_guard(kwargs)
         self.optimizer.build(self.trainable_variables)
-        history = super().fit(x, **kwargs)
+        unknown = not _size_known(x, kwargs.get("steps_per_epoch")) or (
+            validation is not None
+            and not _size_known(validation, kwargs.get("validation_steps")))
+        with self._one_step_per_call_if(unknown):
+            history = super().fit(x, **kwargs)
         guard.raise_if_stopped("the NLL of a batch",
                                "Standardise the data or lower the learning rate.")
         return history
+
+    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        """Mean NLL of ``x`` in nats (same options as ``keras.Model.evaluate``)."""
+        with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
+            return super().evaluate(x, y, **kwargs)
+
+    def predict(self, x: Any, **kwargs: Any) -> Any:
+        """:math:`\\log p(x)` of every row, batched (same options as
+        ``keras.Model.predict``)."""
+        with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
+            return super().predict(x, **kwargs)
+
+    @contextlib.contextmanager
+    def _one_step_per_call_if(self, condition: bool) -> Iterator[None]:
+        """Run one step per call while inside, if ``condition``: Keras refuses
+        ``steps_per_execution > 1`` on data whose number of batches it cannot tell."""
+        variable = self._steps_per_execution
+        if not condition or variable is None or int(variable.numpy()) == 1:
+            yield
+            return
+        saved = int(variable.numpy())
+        variable.assign(1)
+        try:
+            yield
+        finally:
+            variable.assign(saved)
 
     def fit_reverse_kl(
         self,
@@ -311,7 +410,7 @@ class FlowModel(keras.Model):
         ValueError, TypeError
             On data of the wrong shape or dtype, empty, or with NaN/inf rows.
         """
-        return self._distribution.log_prob(self._checked(x))
+        return self.call(self._checked(x))
 
     def prob(self, x: Any) -> tf.Tensor:
         """Density :math:`p(x)` of each row of ``x``."""

@@ -1,4 +1,5 @@
-"""Training-loop helpers shared by nfbook's models: the NaN guard and weight averaging."""
+"""Training-loop helpers shared by nfbook's models: the in-graph step loop, the NaN guard and
+weight averaging."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ __all__ = [
     "WeightAverage",
     "add_guard",
     "apply_if_finite",
+    "step_loop",
 ]
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -76,6 +78,72 @@ def apply_if_finite(
         return tf.constant(0.0)
 
     return tf.cond(finite, apply, lambda: tf.constant(1.0))
+
+
+def step_loop(
+    step: Callable[[Any], object],
+    logs: Callable[[], dict[str, tf.Tensor]],
+    steps_per_execution: tf.Variable,
+    counter: tf.Variable,
+    jit_compile: bool = False,
+) -> Callable[[Any], dict[str, tf.Tensor]]:
+    """A compiled function that runs ``step`` on up to ``steps_per_execution`` batches.
+
+    Keras's ``fit`` and ``evaluate`` call the returned function with a data iterator once per
+    execution. It runs the steps in one ``tf.while_loop`` inside one ``tf.function``, so that
+    Python and Keras's callbacks are visited once per execution instead of once per batch (the
+    cost of a small batch is mostly that visit: ``benchmarks/training_speed.py``). Unlike
+    Keras's own loop it traces ``step`` once (Keras traces it twice when
+    ``steps_per_execution > 1``) and without AutoGraph, which the step does not need; both
+    halve the seconds spent before the first update. A data set that ends inside an execution
+    ends the loop there; an execution that finds no batch at all raises the iterator's
+    ``OutOfRangeError``, which tells Keras that the epoch is over.
+
+    Parameters
+    ----------
+    step : callable
+        One step on one batch (e.g. ``model.train_step``); its return value is ignored.
+    logs : callable
+        Returns the logs for the callbacks (the metrics' results) after the steps.
+    steps_per_execution : tf.Variable
+        The number of batches per call (Keras's ``model._steps_per_execution``, which ``fit``
+        lowers for the last execution of an epoch).
+    counter : tf.Variable
+        Incremented once per step (Keras's ``_train_counter`` or ``_test_counter``).
+    jit_compile : bool
+        Compile ``step`` with XLA.
+
+    Returns
+    -------
+    callable
+        ``function(iterator) -> logs``.
+    """
+    if jit_compile:
+        step = tf.function(step, jit_compile=True, reduce_retracing=True)
+
+    def run(iterator: Any) -> dict[str, tf.Tensor]:
+        def body(count: tf.Tensor, more: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            batch = iterator.get_next_as_optional()
+
+            def take_step() -> tf.Tensor:
+                step(batch.get_value())
+                counter.assign_add(1)
+                return count + 1
+
+            return tf.cond(batch.has_value(), take_step, lambda: count), batch.has_value()
+
+        limit = tf.cast(steps_per_execution, tf.int64)
+        count, _ = tf.while_loop(lambda count, more: tf.logical_and(more, count < limit), body,
+                                 (tf.constant(0, tf.int64), tf.constant(True)))
+
+        def end_of_data() -> tf.Tensor:  # next() on an exhausted iterator raises OutOfRange
+            first = tf.nest.flatten(next(iterator))[0]
+            return count + tf.cast(tf.size(first), tf.int64)
+
+        tf.cond(count > 0, lambda: count, end_of_data)
+        return logs()
+
+    return tf.function(run, autograph=False, reduce_retracing=True)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

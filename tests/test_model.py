@@ -159,6 +159,20 @@ def test_a_model_with_nothing_to_train_refuses_to_fit():
         model.fit(np.zeros((4, 2), np.float32), verbose=0)
 
 
+def test_a_keras3_layer_inside_the_flow_is_refused():
+    class Network(tf.Module):  # a tf.keras (Keras 3) layer, which tf_keras cannot train
+        def __init__(self):
+            super().__init__()
+            self.dense = tf.keras.layers.Dense(1, name="keras3_dense")
+
+        def __call__(self, x0, output_units):
+            return self.dense(x0), None
+
+    flow = tfb.RealNVP(num_masked=1, shift_and_log_scale_fn=Network())
+    with pytest.raises(TypeError, match="Keras 3 layer.*keras3_dense.*tf_keras"):
+        nfbook.FlowModel(flow, ndim=2)
+
+
 def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_finite_weights():
     # Log of a negative coordinate is NaN: the first batch's loss is not finite.
     flow = tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,), num_layers=2)])
@@ -236,3 +250,48 @@ def test_training_log_density_uses_the_batch_statistics_of_batch_norm():
     expected = base.log_prob(u) - 0.5 * np.log(variance).sum()
     np.testing.assert_allclose(model(x, training=True), expected, atol=1e-4)
     assert np.max(np.abs(model(x).numpy() - expected.numpy())) > 0.1  # running statistics
+
+
+def _seeded_maf(**compile_kwargs):
+    nfbook.set_seed(0)
+    model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kwargs)
+    return model
+
+
+def test_in_graph_steps_train_exactly_like_one_step_per_call(moons):
+    train, _ = moons
+    one = _seeded_maf(steps_per_execution=1)
+    looped = _seeded_maf()  # default: 100 steps per call
+    runs = [m.fit(train, batch_size=64, epochs=2, shuffle=False, verbose=0) for m in (one, looped)]
+    np.testing.assert_allclose(runs[1].history["loss"], runs[0].history["loss"], rtol=1e-5)
+    assert int(one.optimizer.iterations) == int(looped.optimizer.iterations) == 2 * 32
+    for a, b in zip(one.trainable_variables, looped.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_the_training_step_is_traced_once(moons):
+    model = _seeded_maf()
+    traces = []
+    original = model.train_step
+    model.train_step = lambda data: traces.append(1) or original(data)
+    model.fit(moons[0], batch_size=64, epochs=2, verbose=0)
+    assert len(traces) == 1
+
+
+def test_data_of_unknown_size_smaller_than_one_execution(moons):
+    model = _seeded_maf()
+    data = tf.data.Dataset.from_tensor_slices(moons[0][:80]).filter(lambda row: True).batch(16)
+    assert data.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    history = model.fit(data, epochs=3, verbose=0)
+    assert int(model.optimizer.iterations) == 3 * 5
+    assert len(history.history["loss"]) == 3 and np.isfinite(history.history["loss"]).all()
+    assert int(model._steps_per_execution.numpy()) == 100  # back to the compiled value
+    assert np.isfinite(model.evaluate(data, verbose=0))
+
+
+def test_train_on_batch_runs_one_step(moons):
+    model = _seeded_maf()
+    logs = model.train_on_batch(moons[0][:32], return_dict=True)
+    assert int(model.optimizer.iterations) == 1
+    assert np.isfinite(logs["loss"])

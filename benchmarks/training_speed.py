@@ -1,0 +1,134 @@
+"""Where FlowModel's training time goes: the one-pass density and the in-graph step loop.
+
+Trains ``nfbook.maf(2)`` in ``nfbook.FlowModel`` on ``moons(10000, seed=0)`` for a few epochs
+and times (a) the first epoch, tracing and graph optimisation included, and (b) the median of
+the later epochs, for every combination of
+
+- the log-density: TFP's two calls (``bijector.inverse`` then
+  ``bijector.inverse_log_det_jacobian``, each running every MADE network) or nfbook's one pass
+  (:func:`nfbook.density.log_prob`, each network once);
+- the loop: Keras's own execution function with one step per call, Keras's own function with
+  100 steps per call (``steps_per_execution=100``, a ``tf.range`` loop that AutoGraph traces
+  twice), or nfbook's (:func:`nfbook.training.step_loop`, 100 steps in a ``tf.while_loop``,
+  traced once).
+
+Every measurement runs in a fresh Python process (tracing caches are per process), all of them
+in turn ``--repeats`` times; the table gives medians and the ratio to the first row, all from one
+run.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/training_speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DENSITIES = {"tfp": "TFP's two calls", "one-pass": "nfbook one pass"}
+LOOPS = {"keras-1": "Keras, 1 step per call", "keras-100": "Keras, 100 steps per call",
+         "nfbook-100": "nfbook, 100 steps per call"}
+
+
+def measure(density: str, loop: str, batch_size: int, epochs: int) -> dict[str, float]:
+    """Train once in this process; return the first epoch's and the later epochs' seconds."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import nfbook
+
+    class Model(nfbook.FlowModel):
+        def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+            if density == "one-pass":
+                return super().call(x, training=training)
+            dist = self._training_distribution if training else self.distribution
+            x = tf.convert_to_tensor(x, dtype=tf.float32)
+            return dist.distribution.log_prob(dist.bijector.inverse(x)) + (
+                dist.bijector.inverse_log_det_jacobian(x, event_ndims=1))
+
+    if loop.startswith("keras"):
+        Model.make_train_function = keras.Model.make_train_function
+
+    class EpochEnds(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.ends.append(time.perf_counter())
+
+    nfbook.set_seed(0)
+    data = nfbook.data.moons(10000, seed=0)
+    model = Model(nfbook.maf(2), ndim=2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  steps_per_execution=int(loop.rsplit("-", 1)[1]))
+    ends = EpochEnds()
+    start = time.perf_counter()
+    model.fit(data, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[ends])
+    times = np.diff([start, *ends.ends])
+    return {"first": float(times[0]), "later": float(np.median(times[1:]))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 1024])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", nargs=3, metavar=("DENSITY", "LOOP", "BATCH"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        density, loop, batch = args.child
+        print(json.dumps(measure(density, loop, int(batch), args.epochs)))
+        return
+
+    import numpy as np
+
+    from report import fmt, write
+
+    lines = [
+        f"`nfbook.maf(2)` in `FlowModel`, Adam 1e-3, {args.epochs} epochs on "
+        f"`moons(10000)`; medians of {args.repeats} fresh processes. First epoch: from the "
+        "call to `fit` to the end of the first epoch, tracing included. Ratios: the first "
+        "row's seconds over the row's.",
+        "",
+        "| batch | density | loop | first epoch (s) | later epochs (s/epoch) "
+        "| first-epoch ratio | per-epoch ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    combos = [("tfp", "keras-1"), ("tfp", "keras-100"), ("tfp", "nfbook-100"),
+              ("one-pass", "keras-1"), ("one-pass", "nfbook-100")]
+    runs: dict[tuple[int, str, str], list[dict[str, float]]] = {}
+    for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row
+        for batch in args.batch_sizes:
+            for density, loop in combos:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--epochs", str(args.epochs),
+                     "--child", density, loop, str(batch)],
+                    check=True, capture_output=True, text=True).stdout
+                runs.setdefault((batch, density, loop), []).append(
+                    json.loads(out.strip().splitlines()[-1]))
+    for batch in args.batch_sizes:
+        rows = [(density, loop,
+                 float(np.median([r["first"] for r in runs[batch, density, loop]])),
+                 float(np.median([r["later"] for r in runs[batch, density, loop]])))
+                for density, loop in combos]
+        first0, later0 = rows[0][2], rows[0][3]
+        for density, loop, first, later in rows:
+            lines.append(f"| {batch} | {DENSITIES[density]} | {LOOPS[loop]} | {fmt(first, 2)} "
+                         f"| {fmt(later, 3)} | {fmt(first0 / first, 2)}x "
+                         f"| {fmt(later0 / later, 2)}x |")
+    print("\n".join(lines))
+    write("training_speed", lines)
+
+
+if __name__ == "__main__":
+    main()

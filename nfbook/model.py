@@ -22,6 +22,7 @@ from nfbook.training import (
     WeightAverage,
     add_guard,
     apply_if_finite,
+    build_optimizer,
     step_loop,
 )
 
@@ -309,7 +310,7 @@ class FlowModel(keras.Model):
             kwargs["callbacks"] = [AverageWeightsEachEpoch(self.weight_average),
                                    *(kwargs.get("callbacks") or [])]
         guard = add_guard(kwargs)
-        self.optimizer.build(self.trainable_variables)
+        build_optimizer(self.optimizer, self.trainable_variables)
         unknown = not _size_known(x, kwargs.get("steps_per_epoch")) or (
             validation is not None
             and not _size_known(validation, kwargs.get("validation_steps")))

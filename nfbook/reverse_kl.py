@@ -37,7 +37,7 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 from nfbook.checks import check_data, check_positive_int
-from nfbook.training import add_guard, apply_if_finite
+from nfbook.training import add_guard, apply_if_finite, build_optimizer
 
 if TYPE_CHECKING:
     from nfbook.model import FlowModel
@@ -387,7 +387,7 @@ def fit_reverse_kl(
 
     trainer = ReverseKLTrainer(model, target_log_prob, batch_size, seed, data, data_weight)
     trainer.compile(optimizer=model.optimizer)
-    model.optimizer.build(model.trainable_variables)
+    build_optimizer(model.optimizer, model.trainable_variables)
     kwargs: dict[str, Any] = {"callbacks": callbacks}
     guard = add_guard(kwargs)
     steps = tf.data.Dataset.from_tensors(0.0).repeat()

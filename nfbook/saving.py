@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from nfbook.bijectors import rebuild, spec_of
 from nfbook.model import FlowModel
+from nfbook.training import build_optimizer, optimizer_variables
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -93,9 +94,9 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
     optimizer = model.optimizer
     if optimizer is not None:
         record["optimizer"] = keras.optimizers.serialize(optimizer)
-        optimizer_variables = optimizer.variables
-        record["optimizer_weights"] = len(optimizer_variables)
-        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(optimizer_variables)})
+        state = optimizer_variables(optimizer)
+        record["optimizer_weights"] = len(state)
+        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(state)})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,10 +194,9 @@ def load(
         weight.assign(arrays[f"w{i}"])
     if record["optimizer"] is not None:
         model.compile(optimizer=keras.optimizers.deserialize(record["optimizer"]))
-        model.optimizer.build(model.trainable_variables)
-        optimizer_variables = model.optimizer.variables
-        if len(optimizer_variables) == record["optimizer_weights"]:
-            for i, variable in enumerate(optimizer_variables):
+        state = build_optimizer(model.optimizer, model.trainable_variables)
+        if len(state) == record["optimizer_weights"]:
+            for i, variable in enumerate(state):
                 variable.assign(arrays[f"o{i}"])
     log_prob = model.log_prob(_probe_points(model.ndim)).numpy()
     saved = np.asarray(record["probe_log_prob"], dtype=np.float32)

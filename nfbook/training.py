@@ -1,5 +1,5 @@
-"""Training-loop helpers shared by nfbook's models: the in-graph step loop, the NaN guard and
-weight averaging."""
+"""Training-loop helpers shared by nfbook's models: the in-graph step loop, the NaN guard,
+weight averaging and the optimizer's state."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ __all__ = [
     "WeightAverage",
     "add_guard",
     "apply_if_finite",
+    "build_optimizer",
+    "optimizer_variables",
     "step_loop",
 ]
 
@@ -78,6 +80,50 @@ def apply_if_finite(
         return tf.constant(0.0)
 
     return tf.cond(finite, apply, lambda: tf.constant(1.0))
+
+
+def build_optimizer(optimizer: Any, variables: Sequence[tf.Variable]) -> list[tf.Variable]:
+    """Create the state of a tf_keras optimizer for ``variables`` now, outside any compiled
+    function, and return all of the optimizer's variables.
+
+    The optimizers of ``tf_keras.optimizers`` have ``build``; the legacy ones
+    (``tf_keras.optimizers.legacy``, which Keras recommends on Apple silicon) create their
+    slots on first use instead, and have no ``build``.
+
+    Parameters
+    ----------
+    optimizer : keras.optimizers.Optimizer or keras.optimizers.legacy.Optimizer
+        The optimizer.
+    variables : sequence of tf.Variable
+        The variables it will update.
+
+    Returns
+    -------
+    list of tf.Variable
+        See :func:`optimizer_variables`.
+
+    Examples
+    --------
+    >>> v = tf.Variable([1.0, 2.0])
+    >>> [tuple(w.shape) for w in build_optimizer(keras.optimizers.legacy.Adam(), [v])][-2:]
+    [(2,), (2,)]
+    """
+    if hasattr(optimizer, "build"):
+        optimizer.build(variables)
+    else:
+        optimizer._create_all_weights(variables)
+    return optimizer_variables(optimizer)
+
+
+def optimizer_variables(optimizer: Any) -> list[tf.Variable]:
+    """All variables of a tf_keras optimizer, new or legacy, in the order it created them
+    (the iteration count first, then e.g. Adam's two moment estimates per variable).
+
+    The new optimizers list them in the property ``variables``, the legacy ones in the method
+    ``variables()``.
+    """
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
 
 
 def step_loop(

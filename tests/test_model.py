@@ -295,3 +295,17 @@ def test_train_on_batch_runs_one_step(moons):
     logs = model.train_on_batch(moons[0][:32], return_dict=True)
     assert int(model.optimizer.iterations) == 1
     assert np.isfinite(logs["loss"])
+
+
+def test_a_legacy_optimizer_trains_like_the_new_one(moons):
+    # tf_keras.optimizers.legacy.Adam has no build() and makes its slots on first use; the
+    # update is the same Adam, so one epoch gives the same loss.
+    histories = []
+    for optimizer in (keras.optimizers.Adam(1e-3), keras.optimizers.legacy.Adam(1e-3)):
+        nfbook.set_seed(0)
+        model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)
+        model.compile(optimizer=optimizer)
+        histories.append(model.fit(moons[0], batch_size=64, shuffle=False, verbose=0))
+        assert int(model.optimizer.iterations) == 32
+    np.testing.assert_allclose(histories[1].history["loss"], histories[0].history["loss"],
+                               rtol=1e-4)

@@ -297,3 +297,11 @@ def test_self_normalised_estimate_is_consistent_and_its_std_error_is_calibrated(
         expectation(np.zeros(3), x, log_w)
     with pytest.raises(ValueError, match="NaN or infinite at a sample with positive weight"):
         expectation(np.full(1000, np.nan), x, log_w)
+
+
+def test_a_legacy_optimizer_works_for_reverse_kl():
+    nfbook.set_seed(0)
+    model = nfbook.FlowModel(trainable_affine(), 2)
+    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-2))
+    model.fit_reverse_kl(shifted_gaussian, steps_per_epoch=3, batch_size=32, verbose=0)
+    assert int(model.optimizer.iterations) == 3

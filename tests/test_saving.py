@@ -104,3 +104,16 @@ def test_save_never_destroys_an_earlier_file(tmp_path, monkeypatch):
         model.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.nfbook"]
+
+
+def test_the_state_of_a_legacy_optimizer_is_saved_and_restored(tmp_path):
+    model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(8,), num_layers=1), ndim=2)
+    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-2))
+    model.fit(nfbook.data.moons(256), epochs=1, batch_size=64, verbose=0)
+    model.save(tmp_path / "flow.nfbook")
+    loaded = nfbook.load(tmp_path / "flow.nfbook")
+    saved, restored = model.optimizer.variables(), loaded.optimizer.variables()
+    assert len(restored) == len(saved) > 1 + len(model.trainable_variables)
+    for a, b in zip(saved, restored):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert int(loaded.optimizer.iterations) == 4

@@ -7,15 +7,24 @@ epoch, epochs and seconds to held-out NLL <= 0.70 and <= 0.60, the best held-out
 time budget, and the speed-up over the classic code in reaching the classic code's best NLL.
 The data's entropy, the floor of any held-out NLL, is computed here too.
 
+With ``--zuko-python``, the same run also trains the PyTorch library zuko's MAF of the same
+size (``zuko_maf.py``, in the Python environment given, which needs PyTorch and zuko but not
+TensorFlow), on the same split and under the same clock.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/moons.py --seeds 0 1 2
+    python -m venv .zuko && .zuko/bin/pip install torch zuko numpy
+    .venv/bin/python benchmarks/moons.py --seeds 0 1 2 --zuko-python .zuko/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,12 +137,39 @@ def train_nfbook(builder: Callable[[], tfb.Bijector], batch_size: int, learning_
     return run
 
 
+def train_zuko(python: str, split: str, batch_size: int, learning_rate: float, seed: int,
+               max_seconds: float) -> tuple[Run, str]:
+    """zuko's MAF through ``zuko_maf.py`` in the interpreter ``python`` (a fresh process per
+    seed, as every nfbook run pays its own tracing); returns the run and the versions used."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zuko_maf.py")
+    output = subprocess.run(
+        [python, script, "--data", split, "--seed", str(seed), "--batch-size", str(batch_size),
+         "--learning-rate", str(learning_rate), "--budget", str(max_seconds)],
+        check=True, capture_output=True, text=True).stdout
+    record = json.loads(output.strip().splitlines()[-1])
+    return Run(nll=record["nll"], seconds=record["seconds"]), record["versions"]
+
+
+def zuko_systems(python: str, split: str, budget: float) -> dict[str, Callable[[int], Run]]:
+    """The two zuko rows of the issue's comparison: batch 32 with Adam 1e-3 and batch 1024
+    with Adam 3e-3."""
+    probe = subprocess.run([python, "-c", "import torch, zuko; print(zuko.__version__)"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    return {
+        f"zuko {probe} MAF (PyTorch), batch {batch}, Adam {rate:g}":
+            lambda s, batch=batch, rate=rate: train_zuko(python, split, batch, rate, s, budget)[0]
+        for batch, rate in ((32, 1e-3), (1024, 3e-3))
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--classic-epochs", type=int, default=100)
     parser.add_argument("--budget", type=float, default=60.0,
                         help="training seconds per nfbook run (and for 'best within')")
+    parser.add_argument("--zuko-python", default=None,
+                        help="a Python with torch and zuko: add zuko's MAF to the run")
     args = parser.parse_args()
 
     train, test = nfbook.data.moons(10000, seed=0), nfbook.data.moons(10000, seed=1)
@@ -154,6 +190,10 @@ def main() -> None:
         "nfbook.realnvp(2), batch 256, Adam 1e-3 (for information)": lambda s: train_nfbook(
             lambda: nfbook.realnvp(2), 256, 1e-3, train, test, s, 1000, args.budget),
     }
+    if args.zuko_python:  # the very same arrays, through a file
+        split = os.path.join(tempfile.mkdtemp(), "moons.npz")
+        np.savez(split, train=train, test=test)
+        systems.update(zuko_systems(args.zuko_python, split, args.budget))
     runs = {name: [run(seed) for seed in args.seeds] for name, run in systems.items()}
     classic = next(iter(runs.values()))
     target = max(run.best_within(np.inf) for run in classic)  # every classic seed reached it

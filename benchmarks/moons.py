@@ -138,16 +138,16 @@ def train_nfbook(builder: Callable[[], tfb.Bijector], batch_size: int, learning_
 
 
 def train_zuko(python: str, split: str, batch_size: int, learning_rate: float, seed: int,
-               max_seconds: float) -> tuple[Run, str]:
+               max_seconds: float) -> Run:
     """zuko's MAF through ``zuko_maf.py`` in the interpreter ``python`` (a fresh process per
-    seed, as every nfbook run pays its own tracing); returns the run and the versions used."""
+    seed, as every nfbook run pays its own tracing)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zuko_maf.py")
     output = subprocess.run(
         [python, script, "--data", split, "--seed", str(seed), "--batch-size", str(batch_size),
          "--learning-rate", str(learning_rate), "--budget", str(max_seconds)],
         check=True, capture_output=True, text=True).stdout
     record = json.loads(output.strip().splitlines()[-1])
-    return Run(nll=record["nll"], seconds=record["seconds"]), record["versions"]
+    return Run(nll=record["nll"], seconds=record["seconds"])
 
 
 def zuko_systems(python: str, split: str, budget: float) -> dict[str, Callable[[int], Run]]:
@@ -157,7 +157,7 @@ def zuko_systems(python: str, split: str, budget: float) -> dict[str, Callable[[
                            check=True, capture_output=True, text=True).stdout.strip()
     return {
         f"zuko {probe} MAF (PyTorch), batch {batch}, Adam {rate:g}":
-            lambda s, batch=batch, rate=rate: train_zuko(python, split, batch, rate, s, budget)[0]
+            lambda s, batch=batch, rate=rate: train_zuko(python, split, batch, rate, s, budget)
         for batch, rate in ((32, 1e-3), (1024, 3e-3))
     }
 

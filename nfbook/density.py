@@ -23,12 +23,17 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 
+def _zero_log_det(y: tf.Tensor) -> tf.Tensor:
+    """The log-determinant of a volume-preserving map: 0 for each row of ``y``."""
+    return tf.zeros(tf.shape(y)[:-1], dtype=y.dtype)
+
+
 def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
                     ) -> tuple[tf.Tensor, tf.Tensor]:
     """Invert :math:`y = x e^{s} + \\mu`: return :math:`x = (y - \\mu) e^{-s}` and
     :math:`-\\sum_i s_i`."""
     if log_scale is None:  # additive coupling (NICE): volume preserving
-        return y - shift, tf.zeros(tf.shape(y)[:-1], dtype=y.dtype)
+        return y - shift, _zero_log_det(y)
     return (y - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
 
 
@@ -89,13 +94,13 @@ def inverse_and_log_det(bijector: tfb.Bijector, y: tf.Tensor) -> tuple[tf.Tensor
     True
     """
     if isinstance(bijector, _Chain):
-        log_det = tf.zeros(tf.shape(y)[:-1], dtype=y.dtype)
+        log_det = _zero_log_det(y)
         for member in bijector.bijectors:  # a Chain inverts its first bijector first
             y, member_log_det = inverse_and_log_det(member, y)
             log_det += member_log_det
         return y, log_det
     if isinstance(bijector, tfb.Permute):
-        return bijector.inverse(y), tf.zeros(tf.shape(y)[:-1], dtype=y.dtype)
+        return bijector.inverse(y), _zero_log_det(y)
     fused = None
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):
         fused = _maf_inverse(bijector, y)

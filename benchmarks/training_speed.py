@@ -1,4 +1,5 @@
-"""Where FlowModel's training time goes: the one-pass density and the in-graph step loop.
+"""Where FlowModel's training time goes: the one-pass density, the in-graph step loop and
+the optimizer.
 
 Trains ``nfbook.maf(2)`` in ``nfbook.FlowModel`` on ``moons(10000, seed=0)`` for a few epochs
 and times (a) the first epoch, tracing and graph optimisation included, and (b) the median of
@@ -10,7 +11,10 @@ the later epochs, for every combination of
 - the loop: Keras's own execution function with one step per call, Keras's own function with
   100 steps per call (``steps_per_execution=100``, a ``tf.range`` loop that AutoGraph traces
   twice), or nfbook's (:func:`nfbook.training.step_loop`, 100 steps in a ``tf.while_loop``,
-  traced once).
+  traced once);
+- the optimizer: ``keras.optimizers.Adam`` (about forty graph operations per variable) or
+  ``keras.optimizers.legacy.Adam``, the same update in one fused kernel per variable
+  (``FlowModel.compile``'s default since ``nfbook.training.resolve_optimizer``).
 
 Every measurement runs in a fresh Python process (tracing caches are per process), all of them
 in turn ``--repeats`` times; the table gives medians and the ratio to the first row, all from one
@@ -35,9 +39,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DENSITIES = {"tfp": "TFP's two calls", "one-pass": "nfbook one pass"}
 LOOPS = {"keras-1": "Keras, 1 step per call", "keras-100": "Keras, 100 steps per call",
          "nfbook-100": "nfbook, 100 steps per call"}
+OPTIMIZERS = {"adam": "Adam", "fused": "legacy Adam (fused)"}
 
 
-def measure(density: str, loop: str, batch_size: int, epochs: int) -> dict[str, float]:
+def measure(density: str, loop: str, optimizer: str, batch_size: int,
+            epochs: int) -> dict[str, float]:
     """Train once in this process; return the first epoch's and the later epochs' seconds."""
     import numpy as np
     import tensorflow as tf
@@ -68,7 +74,8 @@ def measure(density: str, loop: str, batch_size: int, epochs: int) -> dict[str, 
     nfbook.set_seed(0)
     data = nfbook.data.moons(10000, seed=0)
     model = Model(nfbook.maf(2), ndim=2)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    adam = keras.optimizers.legacy.Adam if optimizer == "fused" else keras.optimizers.Adam
+    model.compile(optimizer=adam(1e-3),
                   steps_per_execution=int(loop.rsplit("-", 1)[1]))
     ends = EpochEnds()
     start = time.perf_counter()
@@ -82,12 +89,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 1024])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", nargs=3, metavar=("DENSITY", "LOOP", "BATCH"),
+    parser.add_argument("--child", nargs=4, metavar=("DENSITY", "LOOP", "OPTIMIZER", "BATCH"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        density, loop, batch = args.child
-        print(json.dumps(measure(density, loop, int(batch), args.epochs)))
+        density, loop, optimizer, batch = args.child
+        print(json.dumps(measure(density, loop, optimizer, int(batch), args.epochs)))
         return
 
     import numpy as np
@@ -95,35 +102,37 @@ def main() -> None:
     from report import fmt, write
 
     lines = [
-        f"`nfbook.maf(2)` in `FlowModel`, Adam 1e-3, {args.epochs} epochs on "
+        f"`nfbook.maf(2)` in `FlowModel`, learning rate 1e-3, {args.epochs} epochs on "
         f"`moons(10000)`; medians of {args.repeats} fresh processes. First epoch: from the "
         "call to `fit` to the end of the first epoch, tracing included. Ratios: the first "
         "row's seconds over the row's.",
         "",
-        "| batch | density | loop | first epoch (s) | later epochs (s/epoch) "
+        "| batch | density | loop | optimizer | first epoch (s) | later epochs (s/epoch) "
         "| first-epoch ratio | per-epoch ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    combos = [("tfp", "keras-1"), ("tfp", "keras-100"), ("tfp", "nfbook-100"),
-              ("one-pass", "keras-1"), ("one-pass", "nfbook-100")]
-    runs: dict[tuple[int, str, str], list[dict[str, float]]] = {}
+    combos = [("tfp", "keras-1", "adam"), ("tfp", "keras-100", "adam"),
+              ("tfp", "nfbook-100", "adam"), ("one-pass", "keras-1", "adam"),
+              ("one-pass", "nfbook-100", "adam"), ("one-pass", "nfbook-100", "fused")]
+    runs: dict[tuple[int, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row
         for batch in args.batch_sizes:
-            for density, loop in combos:
+            for combo in combos:
                 out = subprocess.run(
                     [sys.executable, __file__, "--epochs", str(args.epochs),
-                     "--child", density, loop, str(batch)],
+                     "--child", *combo, str(batch)],
                     check=True, capture_output=True, text=True).stdout
-                runs.setdefault((batch, density, loop), []).append(
+                runs.setdefault((batch, *combo), []).append(
                     json.loads(out.strip().splitlines()[-1]))
     for batch in args.batch_sizes:
-        rows = [(density, loop,
-                 float(np.median([r["first"] for r in runs[batch, density, loop]])),
-                 float(np.median([r["later"] for r in runs[batch, density, loop]])))
-                for density, loop in combos]
-        first0, later0 = rows[0][2], rows[0][3]
-        for density, loop, first, later in rows:
-            lines.append(f"| {batch} | {DENSITIES[density]} | {LOOPS[loop]} | {fmt(first, 2)} "
+        rows = [(*combo,
+                 float(np.median([r["first"] for r in runs[(batch, *combo)]])),
+                 float(np.median([r["later"] for r in runs[(batch, *combo)]])))
+                for combo in combos]
+        first0, later0 = rows[0][3], rows[0][4]
+        for density, loop, optimizer, first, later in rows:
+            lines.append(f"| {batch} | {DENSITIES[density]} | {LOOPS[loop]} "
+                         f"| {OPTIMIZERS[optimizer]} | {fmt(first, 2)} "
                          f"| {fmt(later, 3)} | {fmt(first0 / first, 2)}x "
                          f"| {fmt(later0 / later, 2)}x |")
     print("\n".join(lines))

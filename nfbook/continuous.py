@@ -15,7 +15,7 @@ import tf_keras as keras
 
 from nfbook.bijectors import attach_spec
 from nfbook.checks import check_data, check_hidden_units, check_positive_int
-from nfbook.training import add_guard, apply_if_finite
+from nfbook.training import add_guard, apply_if_finite, resolve_optimizer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -378,7 +378,9 @@ class FlowMatching(keras.Model):
         return self._distribution.log_prob(x)
 
     def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
-        """Configure training; the loss is always the flow-matching regression loss.
+        """Configure training; the loss is always the flow-matching regression loss. The
+        default ``"adam"`` is ``keras.optimizers.legacy.Adam(1e-3)``, as for
+        :meth:`nfbook.FlowModel.compile`.
 
         Raises
         ------
@@ -388,7 +390,7 @@ class FlowMatching(keras.Model):
         if loss is not None:
             raise TypeError("FlowMatching trains on the flow-matching loss; compile() takes "
                             "no `loss`.")
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=resolve_optimizer(optimizer), **kwargs)
 
     def flow_matching_loss(self, x1: tf.Tensor) -> tf.Tensor:
         """Per-example :func:`flow_matching_loss` with fresh ``x0 ~ N(0, I)``, ``t ~ U(0, 1)``."""

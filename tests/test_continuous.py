@@ -267,3 +267,13 @@ def test_bad_input():
         model.compile(loss="mse")
     with pytest.raises(nfbook.NonFiniteLossError, match="flow-matching loss"):
         model.fit(np.full((8, 2), 1e30, np.float32), epochs=1, verbose=0)
+
+
+def test_flow_matching_trains_with_the_default_fused_adam():
+    nfbook.set_seed(0)
+    model = nfbook.FlowMatching(2, hidden_units=(8,))
+    model.compile()
+    assert isinstance(model.optimizer, keras.optimizers.legacy.Adam)
+    model.fit(nfbook.data.moons(256), batch_size=64, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 8
+    assert np.isfinite(model.history.history["loss"]).all()

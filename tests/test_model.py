@@ -309,3 +309,20 @@ def test_a_legacy_optimizer_trains_like_the_new_one(moons):
         assert int(model.optimizer.iterations) == 32
     np.testing.assert_allclose(histories[1].history["loss"], histories[0].history["loss"],
                                rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["adam", "Adam"])
+def test_the_default_adam_is_the_fused_legacy_one(moons, name):
+    model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)
+    model.compile(optimizer=name)
+    assert isinstance(model.optimizer, keras.optimizers.legacy.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    model.fit(moons[0], batch_size=256, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == int(np.ceil(len(moons[0]) / 256))
+
+
+def test_other_optimizers_pass_through_compile(moons):
+    optimizer = keras.optimizers.SGD(1e-2)
+    model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)
+    model.compile(optimizer=optimizer)
+    assert model.optimizer is optimizer

@@ -321,7 +321,7 @@ def test_the_default_adam_is_the_fused_legacy_one(moons, name):
     assert int(model.optimizer.iterations) == int(np.ceil(len(moons[0]) / 256))
 
 
-def test_other_optimizers_pass_through_compile(moons):
+def test_other_optimizers_pass_through_compile():
     optimizer = keras.optimizers.SGD(1e-2)
     model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)
     model.compile(optimizer=optimizer)

@@ -192,6 +192,8 @@ def main() -> None:
         "nfbook.maf(2), batch 512, legacy (fused) Adam 3e-3, FlowModel.compile's default":
             lambda s: train_nfbook(lambda: nfbook.maf(2), 512, 3e-3, train, test, s, 1000,
                                    args.budget, fused=True),
+        "nfbook.maf(2), batch 128, legacy (fused) Adam 2e-3": lambda s: train_nfbook(
+            lambda: nfbook.maf(2), 128, 2e-3, train, test, s, 1000, args.budget, fused=True),
         "nfbook.maf(2), batch 256, Adam 3e-3 with cosine decay over 100 epochs":
             lambda s: train_nfbook(lambda: nfbook.maf(2), 256, 3e-3, train, test, s, 100,
                                    args.budget, cosine=True),

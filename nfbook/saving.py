@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,24 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return record, arrays
 
 
+def _restore_optimizer_state(model: FlowModel, saved_count: int, arrays: dict[str, np.ndarray],
+                             path: Path) -> None:
+    """Set the state of ``model``'s freshly built optimizer from the file's arrays ``o0``,
+    ``o1``... A file saved before the first step holds no state beyond the step count (at most
+    one array): the fresh optimizer is then that state. Any other mismatch is reported."""
+    state = build_optimizer(model.optimizer, model.trainable_variables)
+    saved = [arrays[f"o{i}"] for i in range(saved_count)]
+    if [list(v.shape) for v in state] == [list(a.shape) for a in saved]:
+        for variable, value in zip(state, saved):
+            variable.assign(value)
+    elif saved_count > 1:
+        warnings.warn(f"{path}: the saved optimizer state ({saved_count} arrays) does not fit "
+                      f"the rebuilt {type(model.optimizer).__name__} ({len(state)} variables, "
+                      "e.g. a different TensorFlow version): the flow's weights are loaded, "
+                      "but the optimizer starts afresh at step 0.", RuntimeWarning,
+                      stacklevel=3)
+
+
 def load(
     path: str | os.PathLike,
     bijector: tfb.Bijector | None = None,
@@ -162,6 +181,12 @@ def load(
         If the file is not an nfbook model, a required ``bijector``/``base`` is missing, the
         variables do not match the rebuilt flow, or the reloaded model scores differently.
 
+    Warns
+    -----
+    RuntimeWarning
+        If the saved optimizer state does not fit the rebuilt optimizer: the weights load,
+        the optimizer starts afresh.
+
     Examples
     --------
     >>> import tempfile, nfbook
@@ -194,10 +219,7 @@ def load(
         weight.assign(arrays[f"w{i}"])
     if record["optimizer"] is not None:
         model.compile(optimizer=keras.optimizers.deserialize(record["optimizer"]))
-        state = build_optimizer(model.optimizer, model.trainable_variables)
-        if len(state) == record["optimizer_weights"]:
-            for i, variable in enumerate(state):
-                variable.assign(arrays[f"o{i}"])
+        _restore_optimizer_state(model, record["optimizer_weights"], arrays, path)
     log_prob = model.log_prob(_probe_points(model.ndim)).numpy()
     saved = np.asarray(record["probe_log_prob"], dtype=np.float32)
     if not np.allclose(log_prob, saved, rtol=1e-5, atol=1e-5):

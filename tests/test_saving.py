@@ -1,3 +1,6 @@
+import io
+import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -116,4 +119,45 @@ def test_the_state_of_a_legacy_optimizer_is_saved_and_restored(tmp_path):
     assert len(restored) == len(saved) > 1 + len(model.trainable_variables)
     for a, b in zip(saved, restored):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert int(loaded.optimizer.iterations) == 4
+
+
+def rewrite_optimizer_state(path, arrays_to_add):
+    """Rewrite a saved file with extra optimizer arrays, as a file whose optimizer state no
+    longer fits the optimizer that `load` rebuilds."""
+    record, arrays = saving._read(path)
+    count = record["optimizer_weights"]
+    for i, array in enumerate(arrays_to_add):
+        arrays[f"o{count + i}"] = array
+    record["optimizer_weights"] = count + len(arrays_to_add)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.json", json.dumps(record))
+        archive.writestr("weights.npz", buffer.getvalue())
+
+
+def test_an_optimizer_state_that_does_not_fit_is_reported_and_the_weights_still_load(tmp_path):
+    model = trained_model("maf", False)
+    path = tmp_path / "flow.nfbook"
+    model.save(path)
+    rewrite_optimizer_state(path, [np.zeros(3, np.float32)])
+    with pytest.warns(RuntimeWarning, match=r"optimizer state \(\d+ arrays\) does not fit"):
+        loaded = nfbook.load(path)
+    x = nfbook.data.moons(100, seed=3)
+    assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
+    assert int(loaded.optimizer.iterations) == 0 < int(model.optimizer.iterations)
+
+
+@pytest.mark.parametrize("adam", [keras.optimizers.Adam, keras.optimizers.legacy.Adam])
+def test_a_model_saved_before_training_loads_without_a_warning(adam, tmp_path):
+    model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(8,), num_layers=1), ndim=2)
+    model.compile(optimizer=adam(1e-2))
+    model.save(tmp_path / "flow.nfbook")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = nfbook.load(tmp_path / "flow.nfbook")
+    assert not [w for w in caught if "optimizer state" in str(w.message)]
+    assert int(loaded.optimizer.iterations) == 0
+    loaded.fit(nfbook.data.moons(256), epochs=1, batch_size=64, verbose=0)
     assert int(loaded.optimizer.iterations) == 4

@@ -98,6 +98,12 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
         state = optimizer_variables(optimizer)
         record["optimizer_weights"] = len(state)
         arrays.update({f"o{i}": v.numpy() for i, v in enumerate(state)})
+    _write(path, record, arrays)
+
+
+def _write(path: Path, record: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write ``record`` (as ``model.json``) and ``arrays`` (as ``weights.npz``) to the zip
+    archive ``path``, through a temporary file moved into place."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)

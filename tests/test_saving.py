@@ -1,5 +1,3 @@
-import io
-import json
 import warnings
 import zipfile
 
@@ -130,11 +128,7 @@ def rewrite_optimizer_state(path, arrays_to_add):
     for i, array in enumerate(arrays_to_add):
         arrays[f"o{count + i}"] = array
     record["optimizer_weights"] = count + len(arrays_to_add)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", json.dumps(record))
-        archive.writestr("weights.npz", buffer.getvalue())
+    saving._write(path, record, arrays)
 
 
 def test_an_optimizer_state_that_does_not_fit_is_reported_and_the_weights_still_load(tmp_path):

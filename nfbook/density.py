@@ -29,16 +29,16 @@ def _zero_log_det(y: tf.Tensor) -> tf.Tensor:
 
 
 def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
-                    ) -> tuple[tf.Tensor, tf.Tensor]:
+                    ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Invert :math:`y = x e^{s} + \\mu`: return :math:`x = (y - \\mu) e^{-s}` and
-    :math:`-\\sum_i s_i`."""
+    :math:`-\\sum_i s_i` (``None``, meaning 0, without a scale)."""
     if log_scale is None:  # additive coupling (NICE): volume preserving
-        return y - shift, _zero_log_det(y)
+        return y - shift, None
     return (y - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
 
 
 def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor
-                 ) -> tuple[tf.Tensor, tf.Tensor] | None:
+                 ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
     network = getattr(bijector, "_shift_and_log_scale_fn", None)
     if not isinstance(network, AutoregressiveAffine) or getattr(bijector, "_event_ndims", 1) != 1:
         return None
@@ -46,7 +46,8 @@ def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor
     return _affine_inverse(y, shift, log_scale)
 
 
-def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor] | None:
+def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor
+                      ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
     network = getattr(bijector, "_shift_and_log_scale_fn", None)
     masked = getattr(bijector, "_num_masked", None)
     if not isinstance(network, CouplingAffine) or not isinstance(masked, int) or masked <= 0:
@@ -93,14 +94,25 @@ def inverse_and_log_det(bijector: tfb.Bijector, y: tf.Tensor) -> tuple[tf.Tensor
     >>> bool(tf.reduce_max(tf.abs(log_det - flow.inverse_log_det_jacobian(y, 1))) < 1e-5)
     True
     """
+    z, log_det = _inverse_and_terms(bijector, y)
+    zeros = _zero_log_det(y)  # the shape (...) even where every term is a scalar or 0
+    return z, zeros if log_det is None else log_det + zeros
+
+
+def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
+                       ) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """:func:`inverse_and_log_det`, with ``None`` for a log-determinant known to be 0
+    (permutations, additive couplings): adding up zeros costs graph operations, forward and in
+    the gradient, that TensorFlow traces before the first training step."""
     if isinstance(bijector, _Chain):
-        log_det = _zero_log_det(y)
+        total = None
         for member in bijector.bijectors:  # a Chain inverts its first bijector first
-            y, member_log_det = inverse_and_log_det(member, y)
-            log_det += member_log_det
-        return y, log_det
+            y, term = _inverse_and_terms(member, y)
+            if term is not None:  # a TFP term may be a scalar: add, do not add_n
+                total = term if total is None else total + term
+        return y, total
     if isinstance(bijector, tfb.Permute):
-        return bijector.inverse(y), _zero_log_det(y)
+        return bijector.inverse(y), None
     fused = None
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):
         fused = _maf_inverse(bijector, y)
@@ -132,5 +144,6 @@ def log_prob(base: tfd.Distribution, bijector: tfb.Bijector, x: tf.Tensor) -> tf
     tf.Tensor
         Log-density of each row, shape ``(...)``.
     """
-    z, log_det = inverse_and_log_det(bijector, x)
-    return base.log_prob(z) + log_det
+    z, log_det = _inverse_and_terms(bijector, x)
+    log_base = base.log_prob(z)
+    return log_base if log_det is None else log_base + log_det

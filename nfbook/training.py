@@ -72,11 +72,14 @@ def apply_if_finite(
     1.0
     """
     pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-    # One test over every number: a check per gradient would add four operations per
-    # variable to the graph that TensorFlow traces and optimises before the first step.
-    values = [tf.reshape(tf.cast(t, tf.float32), [-1]) for t in [loss, *(g for g, _ in pairs)]]
-    finite = tf.logical_and(tf.logical_not(halted),
-                            tf.reduce_all(tf.math.is_finite(tf.concat(values, axis=0))))
+    # One test over all numbers of a dtype (no cast, which could overflow): a test per gradient
+    # adds four operations per variable to the graph traced and optimised before the first step.
+    flat: dict[tf.DType, list[tf.Tensor]] = {}
+    for tensor in [loss, *(g for g, _ in pairs)]:
+        flat.setdefault(tensor.dtype, []).append(tf.reshape(tensor, [-1]))
+    finite = tf.logical_not(halted)
+    for values in flat.values():
+        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.concat(values, 0))))
 
     def apply() -> tf.Tensor:
         optimizer.apply_gradients(pairs)

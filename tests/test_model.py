@@ -211,6 +211,26 @@ def test_steps_after_a_non_finite_one_are_not_applied_within_an_execution():
     assert model.history.history["skipped_steps"] == [3.0]
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_the_finiteness_guard_tests_each_dtype_at_its_own_precision(bad):
+    # A float64 gradient beyond float32's range is finite and applied; a non-finite value in
+    # a gradient of either dtype, or in the loss, skips the whole update.
+    v32, v64 = tf.Variable([1.0, 2.0]), tf.Variable([1.0], dtype=tf.float64)
+    optimizer = keras.optimizers.SGD(0.1)
+    ones32, ones64 = tf.constant([1.0, 1.0]), tf.constant([1.0], tf.float64)
+    huge = tf.constant([1e300], tf.float64)
+    guard = nfbook.training.apply_if_finite
+    assert float(guard(optimizer, tf.constant(1.0), [ones32, huge], [v32, v64])) == 0.0
+    assert v64.numpy()[0] < 1.0  # the huge gradient was applied
+    before = [v32.numpy().copy(), v64.numpy().copy()]
+    for loss, gradients in [(bad, [ones32, ones64]),
+                            (1.0, [tf.constant([1.0, bad]), ones64]),
+                            (1.0, [None, tf.constant([bad], tf.float64)])]:
+        assert float(guard(optimizer, tf.constant(loss), gradients, [v32, v64])) == 1.0
+    np.testing.assert_array_equal(v32.numpy(), before[0])
+    np.testing.assert_array_equal(v64.numpy(), before[1])
+
+
 def test_fit_hands_over_the_averaged_weights(moons):
     train, held_out = moons
     model = small_model()

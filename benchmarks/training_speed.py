@@ -1,5 +1,5 @@
-"""Where FlowModel's training time goes: the one-pass density, the in-graph step loop and
-the optimizer.
+"""Where FlowModel's training time goes: the one-pass density, the in-graph step loop, the
+optimizer and the graph optimizer.
 
 Trains ``nfbook.maf(2)`` in ``nfbook.FlowModel`` on ``moons(10000, seed=0)`` for a few epochs
 and times (a) the first epoch, tracing and graph optimisation included, and (b) the median of
@@ -14,7 +14,10 @@ the later epochs, for every combination of
   traced once);
 - the optimizer: ``keras.optimizers.Adam`` (about forty graph operations per variable) or
   ``keras.optimizers.legacy.Adam``, the same update in one fused kernel per variable
-  (``FlowModel.compile``'s default since ``nfbook.training.resolve_optimizer``).
+  (``FlowModel.compile``'s default since ``nfbook.training.resolve_optimizer``);
+- TensorFlow's graph optimizer, Grappler, on (TensorFlow's default, and always for Keras's
+  own loops) or off for nfbook's loop (``FlowModel.compile(optimize_graph=False)``, the
+  default: :func:`nfbook.training.without_graph_optimizer`).
 
 Every measurement runs in a fresh Python process (tracing caches are per process), all of them
 in turn ``--repeats`` times; the table gives medians and the ratio to the first row, all from one
@@ -40,9 +43,10 @@ DENSITIES = {"tfp": "TFP's two calls", "one-pass": "nfbook one pass"}
 LOOPS = {"keras-1": "Keras, 1 step per call", "keras-100": "Keras, 100 steps per call",
          "nfbook-100": "nfbook, 100 steps per call"}
 OPTIMIZERS = {"adam": "Adam", "fused": "legacy Adam (fused)"}
+GRAPH = {"grappler": "on", "plain": "off"}
 
 
-def measure(density: str, loop: str, optimizer: str, batch_size: int,
+def measure(density: str, loop: str, optimizer: str, graph: str, batch_size: int,
             epochs: int) -> dict[str, float]:
     """Train once in this process; return the first epoch's and the later epochs' seconds."""
     import numpy as np
@@ -75,8 +79,8 @@ def measure(density: str, loop: str, optimizer: str, batch_size: int,
     data = nfbook.data.moons(10000, seed=0)
     model = Model(nfbook.maf(2), ndim=2)
     adam = keras.optimizers.legacy.Adam if optimizer == "fused" else keras.optimizers.Adam
-    model.compile(optimizer=adam(1e-3),
-                  steps_per_execution=int(loop.rsplit("-", 1)[1]))
+    model.compile(optimizer=adam(1e-3), steps_per_execution=int(loop.rsplit("-", 1)[1]),
+                  optimize_graph=graph == "grappler")
     ends = EpochEnds()
     start = time.perf_counter()
     model.fit(data, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[ends])
@@ -89,12 +93,13 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 1024])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", nargs=4, metavar=("DENSITY", "LOOP", "OPTIMIZER", "BATCH"),
+    parser.add_argument("--child", nargs=5,
+                        metavar=("DENSITY", "LOOP", "OPTIMIZER", "GRAPH", "BATCH"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        density, loop, optimizer, batch = args.child
-        print(json.dumps(measure(density, loop, optimizer, int(batch), args.epochs)))
+        density, loop, optimizer, graph, batch = args.child
+        print(json.dumps(measure(density, loop, optimizer, graph, int(batch), args.epochs)))
         return
 
     import numpy as np
@@ -107,14 +112,17 @@ def main() -> None:
         "call to `fit` to the end of the first epoch, tracing included. Ratios: the first "
         "row's seconds over the row's.",
         "",
-        "| batch | density | loop | optimizer | first epoch (s) | later epochs (s/epoch) "
-        "| first-epoch ratio | per-epoch ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| batch | density | loop | optimizer | Grappler | first epoch (s) "
+        "| later epochs (s/epoch) | first-epoch ratio | per-epoch ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    combos = [("tfp", "keras-1", "adam"), ("tfp", "keras-100", "adam"),
-              ("tfp", "nfbook-100", "adam"), ("one-pass", "keras-1", "adam"),
-              ("one-pass", "nfbook-100", "adam"), ("one-pass", "nfbook-100", "fused")]
-    runs: dict[tuple[int, str, str, str], list[dict[str, float]]] = {}
+    combos = [("tfp", "keras-1", "adam", "grappler"), ("tfp", "keras-100", "adam", "grappler"),
+              ("tfp", "nfbook-100", "adam", "grappler"),
+              ("one-pass", "keras-1", "adam", "grappler"),
+              ("one-pass", "nfbook-100", "adam", "grappler"),
+              ("one-pass", "nfbook-100", "fused", "grappler"),
+              ("one-pass", "nfbook-100", "fused", "plain")]
+    runs: dict[tuple[int, str, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row
         for batch in args.batch_sizes:
             for combo in combos:
@@ -129,10 +137,10 @@ def main() -> None:
                  float(np.median([r["first"] for r in runs[(batch, *combo)]])),
                  float(np.median([r["later"] for r in runs[(batch, *combo)]])))
                 for combo in combos]
-        first0, later0 = rows[0][3], rows[0][4]
-        for density, loop, optimizer, first, later in rows:
+        first0, later0 = rows[0][4], rows[0][5]
+        for density, loop, optimizer, graph, first, later in rows:
             lines.append(f"| {batch} | {DENSITIES[density]} | {LOOPS[loop]} "
-                         f"| {OPTIMIZERS[optimizer]} | {fmt(first, 2)} "
+                         f"| {OPTIMIZERS[optimizer]} | {GRAPH[graph]} | {fmt(first, 2)} "
                          f"| {fmt(later, 3)} | {fmt(first0 / first, 2)}x "
                          f"| {fmt(later0 / later, 2)}x |")
     print("\n".join(lines))

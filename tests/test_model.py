@@ -331,6 +331,38 @@ def test_a_legacy_optimizer_trains_like_the_new_one(moons):
                                rtol=1e-4)
 
 
+def test_graph_optimizer_off_trains_like_on_and_leaves_other_calls_alone(moons, monkeypatch):
+    entered = []
+    real = nfbook.training.without_graph_optimizer
+
+    def recording():
+        entered.append(1)
+        return real()
+
+    monkeypatch.setattr(nfbook.training, "without_graph_optimizer", recording)
+    histories = []
+    for optimize_graph in (True, False):
+        entered.clear()
+        model = _seeded_maf(optimize_graph=optimize_graph)
+        histories.append(model.fit(moons[0], batch_size=64, epochs=2, shuffle=False,
+                                   verbose=0).history["loss"])
+        model.evaluate(moons[1], verbose=0)
+        # two epochs of 32 batches in one call each, then one evaluation call
+        assert len(entered) == (0 if optimize_graph else 3)
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-4)
+
+
+def test_without_graph_optimizer_restores_the_options_after_an_error():
+    from tensorflow.python.eager import context
+
+    before = context.context().function_call_options
+    with pytest.raises(RuntimeError, match="inside"):
+        with nfbook.training.without_graph_optimizer():
+            assert context.context().function_call_options is not before
+            raise RuntimeError("an error inside the block")
+    assert context.context().function_call_options is before
+
+
 @pytest.mark.parametrize("name", ["adam", "Adam"])
 def test_the_default_adam_is_the_fused_legacy_one(moons, name):
     model = nfbook.FlowModel(nfbook.maf(2, hidden_units=(16,), num_layers=2), ndim=2)

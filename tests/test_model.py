@@ -331,7 +331,7 @@ def test_a_legacy_optimizer_trains_like_the_new_one(moons):
                                rtol=1e-4)
 
 
-def test_graph_optimizer_off_trains_like_on_and_leaves_other_calls_alone(moons, monkeypatch):
+def test_graph_optimizer_off_trains_like_on_and_only_when_asked(moons, monkeypatch):
     entered = []
     real = nfbook.training.without_graph_optimizer
 

@@ -5,14 +5,26 @@ separate calls, ``bijector.inverse(x)`` and ``bijector.inverse_log_det_jacobian(
 ``MaskedAutoregressiveFlow`` or ``RealNVP`` layer runs its network in each. For the layers
 nfbook builds, :func:`inverse_and_log_det` takes both from one network pass: half the network
 work per training step, and about half the graph for TensorFlow to trace
-(``benchmarks/training_speed.py``). Any other bijector goes through TFP's own two calls, so
-the result is always the TFP density (``tests/test_density.py`` checks they agree).
+(``benchmarks/training_speed.py``). Two more shortcuts keep the training step's graph small:
+a ``tfb.Permute`` on the last axis is a gather whose gradient is the inverse gather
+(:func:`permute_last_axis`: 20 graph operations with its gradient, against 75 through TFP's
+``Permute`` and TensorFlow's general gather gradient), and the standard normal base has a
+closed-form log-density (:func:`standard_normal_log_prob`: 35 operations with its gradient,
+against 144 for ``tfd.MultivariateNormalDiag``). For nfbook's default MAF in two dimensions
+the forward pass and gradient shrink from 628 to 409 operations, which TensorFlow traces
+before the first step and runs at every step. Any other bijector goes through TFP's own two
+calls, so the result is always the TFP density (``tests/test_density.py`` checks values and
+gradients agree).
 """
 
 from __future__ import annotations
 
-__all__ = ["inverse_and_log_det", "log_prob"]
+__all__ = ["inverse_and_log_det", "log_prob", "permute_last_axis", "standard_normal_log_prob"]
 
+import math
+from collections.abc import Callable
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.bijectors.chain import _Chain
@@ -26,6 +38,74 @@ tfd = tfp.distributions
 def _zero_log_det(y: tf.Tensor) -> tf.Tensor:
     """The log-determinant of a volume-preserving map: 0 for each row of ``y``."""
     return tf.zeros(tf.shape(y)[:-1], dtype=y.dtype)
+
+
+def permute_last_axis(y: tf.Tensor, indices: np.ndarray) -> tf.Tensor:
+    r"""``tf.gather(y, indices, axis=-1)`` for a permutation ``indices``, with a cheap gradient.
+
+    For :math:`x_j = y_{\pi(j)}` the gradient is again a permutation,
+    :math:`\partial L / \partial y_i = \partial L / \partial x_{\pi^{-1}(i)}`: one gather,
+    where TensorFlow's general gather gradient (which must allow repeated indices) adds
+    segment sums, transposes and shape arithmetic to every training step.
+
+    Parameters
+    ----------
+    y : tf.Tensor
+        Values, shape ``(..., D)``.
+    indices : np.ndarray
+        A permutation of ``0, ..., D-1``.
+
+    Returns
+    -------
+    tf.Tensor
+        ``y`` with its last axis permuted, shape ``(..., D)``.
+
+    Examples
+    --------
+    >>> y = tf.constant([[1.0, 2.0, 3.0]])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(y)
+    ...     x = permute_last_axis(y, np.array([2, 0, 1]))
+    ...     loss = tf.reduce_sum(x * [10.0, 20.0, 30.0])
+    >>> x.numpy().tolist(), tape.gradient(loss, y).numpy().tolist()
+    ([[3.0, 1.0, 2.0]], [[20.0, 30.0, 10.0]])
+    """
+    inverse = np.argsort(indices)
+
+    @tf.custom_gradient
+    def gather(values: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
+        def gradient(upstream: tf.Tensor) -> tf.Tensor:
+            return permute_last_axis(upstream, inverse)  # differentiable again
+
+        return tf.gather(values, indices, axis=-1), gradient
+
+    return gather(y)
+
+
+def standard_normal_log_prob(z: tf.Tensor) -> tf.Tensor:
+    r"""Log-density of the standard normal :math:`\mathcal N(0, I_D)` for each row of ``z``,
+
+    .. math:: \log p_z(z) = -\tfrac12 \lVert z \rVert^2 - \tfrac D2 \log 2\pi,
+
+    the same number as ``tfd.MultivariateNormalDiag(loc=tf.zeros([D])).log_prob(z)`` in a few
+    graph operations.
+
+    Examples
+    --------
+    >>> round(float(standard_normal_log_prob(tf.zeros([1, 2]))[0]), 4)  # -log(2 pi)
+    -1.8379
+    """
+    ndim = int(z.shape[-1])
+    return -0.5 * tf.reduce_sum(tf.square(z), axis=-1) - 0.5 * ndim * math.log(2.0 * math.pi)
+
+
+def _static_permutation(bijector: tfb.Permute) -> np.ndarray | None:
+    """The indices of a ``tfb.Permute`` on the last axis, if known before running."""
+    indices = tf.get_static_value(bijector.permutation)
+    axis = tf.get_static_value(bijector.axis)
+    if indices is None or axis is None or int(axis) != -1 or np.ndim(indices) != 1:
+        return None
+    return np.asarray(indices)
 
 
 def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
@@ -112,7 +192,10 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
                 total = term if total is None else total + term
         return y, total
     if isinstance(bijector, tfb.Permute):
-        return bijector.inverse(y), None
+        indices = _static_permutation(bijector)
+        if indices is None:
+            return bijector.inverse(y), None
+        return permute_last_axis(y, np.argsort(indices)), None
     fused = None
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):
         fused = _maf_inverse(bijector, y)
@@ -124,7 +207,7 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
 
 
 @tf.autograph.experimental.do_not_convert
-def log_prob(base: tfd.Distribution, bijector: tfb.Bijector, x: tf.Tensor) -> tf.Tensor:
+def log_prob(base: tfd.Distribution | None, bijector: tfb.Bijector, x: tf.Tensor) -> tf.Tensor:
     r""":math:`\log p(x) = \log p_z(f^{-1}(x)) + \log|\det J_{f^{-1}}(x)|`, in one pass.
 
     The same number as ``tfd.TransformedDistribution(base, bijector).log_prob(x)`` (up to
@@ -132,8 +215,9 @@ def log_prob(base: tfd.Distribution, bijector: tfb.Bijector, x: tf.Tensor) -> tf
 
     Parameters
     ----------
-    base : tfd.Distribution
-        Base distribution, event shape ``[D]``.
+    base : tfd.Distribution or None
+        Base distribution, event shape ``[D]``; ``None`` for the standard normal
+        (:func:`standard_normal_log_prob`).
     bijector : tfb.Bijector
         The flow, base to data.
     x : tf.Tensor
@@ -145,5 +229,5 @@ def log_prob(base: tfd.Distribution, bijector: tfb.Bijector, x: tf.Tensor) -> tf
         Log-density of each row, shape ``(...)``.
     """
     z, log_det = _inverse_and_terms(bijector, x)
-    log_base = base.log_prob(z)
+    log_base = standard_normal_log_prob(z) if base is None else base.log_prob(z)
     return log_base if log_det is None else log_base + log_det

@@ -183,7 +183,8 @@ class FlowModel(keras.Model):
         # direction uses the batch variance that the normalisation itself used.
         distribution = self._training_distribution if training else self._distribution
         x = tf.convert_to_tensor(x, dtype=tf.float32)
-        return density.log_prob(distribution.distribution, distribution.bijector, x)
+        base = None if self.default_base else distribution.distribution  # None: N(0, I)
+        return density.log_prob(base, distribution.bijector, x)
 
     def compile(self, optimizer: Any = "adam", loss: Any = None,
                 steps_per_execution: int | str = 100, optimize_graph: bool = False,

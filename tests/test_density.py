@@ -31,6 +31,8 @@ def test_one_pass_log_prob_equals_tfp(builder, batch_norm, ndim):
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(density.log_prob(base, flow, fresh(x)), expected,
                                rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(density.log_prob(None, flow, fresh(x)), expected,
+                               rtol=1e-4, atol=1e-4)  # None: the standard normal
 
 
 @pytest.mark.parametrize("builder", ["maf", "realnvp", "nice"])
@@ -49,6 +51,50 @@ def test_each_network_runs_once_per_layer(builder):
     flow.inverse_log_det_jacobian(tf.identity(x), 1)  # TFP's own path, for comparison
     flow.inverse(tf.identity(x))
     assert len(calls) > len(layers)
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 7])
+def test_standard_normal_log_prob_equals_tfp_with_its_gradient(ndim):
+    z = tf.constant(3.0 * np.random.default_rng(ndim).normal(size=(20, ndim)), tf.float32)
+    base = tfd.MultivariateNormalDiag(loc=tf.zeros(ndim))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        got, expected = density.standard_normal_log_prob(z), base.log_prob(z)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(got, z), tape.gradient(expected, z), rtol=1e-6)
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 6])
+def test_permute_last_axis_matches_gather_to_second_order(ndim):
+    indices = np.random.default_rng(ndim).permutation(ndim)
+    y = tf.constant(np.random.default_rng(0).normal(size=(4, 3, ndim)), tf.float32)
+    weights = tf.constant(np.arange(1.0, ndim + 1.0), tf.float32)
+    values = {}
+    for name, permute in (("ours", lambda t: density.permute_last_axis(t, indices)),
+                          ("tf", lambda t: tf.gather(t, indices, axis=-1))):
+        with tf.GradientTape() as outer:
+            outer.watch(y)
+            with tf.GradientTape() as inner:
+                inner.watch(y)
+                loss = tf.reduce_sum(weights * permute(y) ** 3)
+            gradient = inner.gradient(loss, y)
+            curvature = tf.reduce_sum(gradient * weights)
+        values[name] = (permute(y), gradient, outer.gradient(curvature, y))
+    for ours, reference in zip(values["ours"], values["tf"]):
+        np.testing.assert_allclose(ours, reference, rtol=1e-6)
+
+
+def test_permutes_unknown_before_running_or_on_other_axes_go_through_tfp():
+    x = tf.reshape(tf.range(12.0), [2, 3, 2])
+    on_axis_2 = tfb.Permute([2, 0, 1], axis=-2)
+    assert density._static_permutation(on_axis_2) is None
+    z, _ = density.inverse_and_log_det(on_axis_2, x)
+    np.testing.assert_allclose(z, tf.gather(x, [1, 2, 0], axis=-2))
+    variable = tfb.Permute(tf.Variable([1, 0]))
+    assert density._static_permutation(variable) is None
+    z, log_det = density.inverse_and_log_det(variable, tf.constant([[1.0, 2.0]]))
+    np.testing.assert_allclose(z, [[2.0, 1.0]])
+    np.testing.assert_allclose(log_det, [0.0])
 
 
 def test_other_bijectors_go_through_tfp():

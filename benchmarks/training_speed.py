@@ -7,7 +7,10 @@ the later epochs, for every combination of
 
 - the log-density: TFP's two calls (``bijector.inverse`` then
   ``bijector.inverse_log_det_jacobian``, each running every MADE network) or nfbook's one pass
-  (:func:`nfbook.density.log_prob`, each network once);
+  (:func:`nfbook.density.log_prob`, each network once), the latter also with TFP's own
+  ``tfb.Permute`` and ``tfd.MultivariateNormalDiag.log_prob`` in place of its shortcuts for
+  them (:func:`nfbook.density.permute_last_axis`,
+  :func:`nfbook.density.standard_normal_log_prob`);
 - the loop: Keras's own execution function with one step per call, Keras's own function with
   100 steps per call (``steps_per_execution=100``, a ``tf.range`` loop that AutoGraph traces
   twice), or nfbook's (:func:`nfbook.training.step_loop`, 100 steps in a ``tf.while_loop``,
@@ -39,7 +42,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DENSITIES = {"tfp": "TFP's two calls", "one-pass": "nfbook one pass"}
+DENSITIES = {"tfp": "TFP's two calls", "one-pass": "nfbook one pass",
+             "one-pass-tfp-parts": "nfbook one pass, TFP's Permute and base"}
 LOOPS = {"keras-1": "Keras, 1 step per call", "keras-100": "Keras, 100 steps per call",
          "nfbook-100": "nfbook, 100 steps per call"}
 OPTIMIZERS = {"adam": "Adam", "fused": "legacy Adam (fused)"}
@@ -61,8 +65,13 @@ def measure(density: str, loop: str, optimizer: str, graph: str, batch_size: int
                 return super().call(x, training=training)
             dist = self._training_distribution if training else self.distribution
             x = tf.convert_to_tensor(x, dtype=tf.float32)
+            if density == "one-pass-tfp-parts":
+                return nfbook.density.log_prob(dist.distribution, dist.bijector, x)
             return dist.distribution.log_prob(dist.bijector.inverse(x)) + (
                 dist.bijector.inverse_log_det_jacobian(x, event_ndims=1))
+
+    if density == "one-pass-tfp-parts":  # every Permute through TFP's own inverse
+        nfbook.density._static_permutation = lambda bijector: None
 
     if loop.startswith("keras"):
         Model.make_train_function = keras.Model.make_train_function
@@ -121,6 +130,7 @@ def main() -> None:
               ("one-pass", "keras-1", "adam", "grappler"),
               ("one-pass", "nfbook-100", "adam", "grappler"),
               ("one-pass", "nfbook-100", "fused", "grappler"),
+              ("one-pass-tfp-parts", "nfbook-100", "fused", "plain"),
               ("one-pass", "nfbook-100", "fused", "plain")]
     runs: dict[tuple[int, str, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row

@@ -78,8 +78,9 @@ def apply_if_finite(
     # One test over all numbers of a dtype (no cast, which could overflow): a test per gradient
     # adds four operations per variable to the graph traced and optimised before the first step.
     flat: dict[tf.DType, list[tf.Tensor]] = {}
+    vector = tf.constant([-1])  # one shape constant for every reshape
     for tensor in [loss, *(g for g, _ in pairs)]:
-        flat.setdefault(tensor.dtype, []).append(tf.reshape(tensor, [-1]))
+        flat.setdefault(tensor.dtype, []).append(tf.reshape(tensor, vector))
     finite = tf.logical_not(halted)
     for values in flat.values():
         finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.concat(values, 0))))
@@ -378,7 +379,9 @@ class WeightAverage(tf.Module):
         step."""
         rate = 1.0 - self.momentum
         for average, variable in zip(self.averages, self.variables_):
-            average.assign_sub(tf.cast(rate, variable.dtype) * (average - variable))
+            # one fused kernel: average -= rate * (average - variable)
+            tf.raw_ops.ResourceApplyGradientDescent(
+                var=average.handle, alpha=tf.cast(rate, variable.dtype), delta=average - variable)
 
     def swap_in(self) -> None:
         """Give the model the averaged weights, keeping the raw ones aside (idempotent)."""

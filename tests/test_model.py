@@ -152,6 +152,21 @@ def test_model_argument_errors():
         nfbook.FlowModel(lambda x: x, 2)
 
 
+@pytest.mark.parametrize(("builder", "batch_norm"), [
+    (builder, batch_norm) for builder in BUILDERS for batch_norm in (False, True)
+    if builder != "affine" or not batch_norm])  # affine() has no batch norm
+def test_trainable_variables_are_those_keras_lists_in_its_order(builder, batch_norm):
+    flow = make_flow(builder, 3, batch_norm=batch_norm)
+    base = tfd.MultivariateNormalDiag(loc=tf.Variable([0.0, 0.0, 0.0]),
+                                      scale_diag=tf.Variable([1.0, 1.0, 1.0]))
+    for model in (nfbook.FlowModel(flow, 3), nfbook.FlowModel(flow, 3, base=base)):
+        keras_list = keras.Model.trainable_weights.fget(model)  # Keras's own walk
+        assert [id(v) for v in model.trainable_variables] == [id(v) for v in keras_list]
+    assert sum(any(v is w for w in model.trainable_variables) for v in base.variables) == 2
+    model.trainable = False
+    assert model.trainable_variables == []
+
+
 def test_a_model_with_nothing_to_train_refuses_to_fit():
     model = nfbook.FlowModel(nfbook.affine([0.0, 0.0], [1.0, 2.0]), ndim=2)
     model.compile()

@@ -181,15 +181,14 @@ class FlowModel(keras.Model):
         self._assert_weights_created()
         if not self.trainable:
             return []
-        distribution = getattr(self, "_distribution", None)
-        skipped = [distribution, getattr(self, "_training_distribution", None)]
+        around_the_bijector = (self._distribution, self._training_distribution)
         variables = []
         for tracked in self._self_tracked_trackables:
-            if any(tracked is other for other in skipped if other is not None):
+            if any(tracked is other for other in around_the_bijector):
                 continue
             variables += tracked.trainable_variables
-            if tracked is getattr(self, "_bijector", None) and distribution is not None:
-                variables += distribution.distribution.trainable_variables  # the base's
+            if tracked is self._bijector:
+                variables += self._distribution.distribution.trainable_variables  # the base's
         return self._dedup_weights(variables + self._trainable_weights)
 
     @property

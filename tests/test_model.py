@@ -167,6 +167,27 @@ def test_trainable_variables_are_those_keras_lists_in_its_order(builder, batch_n
     assert model.trainable_variables == []
 
 
+@pytest.mark.parametrize("builder", ["maf", "realnvp"])
+@pytest.mark.parametrize("frozen", ["a whole layer", "a layer inside one"])
+def test_a_frozen_layer_is_not_trained_and_not_lost(builder, frozen, moons):
+    model = small_model(builder)
+    layer = model.flow_layers[0]
+    if frozen == "a layer inside one":
+        layer = next(m for m in layer.submodules if isinstance(m, keras.layers.Layer))
+    layer.trainable = False
+    frozen_ids = {id(v) for v in layer.weights} - {id(v) for v in layer.trainable_weights}
+    assert frozen_ids
+    trainable_ids = {id(v) for v in model.trainable_variables}
+    assert not frozen_ids & trainable_ids
+    assert frozen_ids <= {id(v) for v in model.weights} - trainable_ids
+    before = {id(v): v.numpy().copy() for v in model.weights}
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))  # Keras: compile after freezing
+    model.fit(moons[0], batch_size=256, epochs=1, verbose=0)
+    for v in model.trainable_variables + [v for v in model.weights if id(v) in frozen_ids]:
+        unchanged = np.array_equal(before[id(v)], v.numpy())
+        assert unchanged == (id(v) in frozen_ids), v.name
+
+
 def test_a_model_with_nothing_to_train_refuses_to_fit():
     model = nfbook.FlowModel(nfbook.affine([0.0, 0.0], [1.0, 2.0]), ndim=2)
     model.compile()

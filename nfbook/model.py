@@ -76,6 +76,10 @@ class FlowModel(keras.Model):
     statistics everywhere else (``model(x)``, :meth:`log_prob`, ``evaluate``, ``predict``,
     :meth:`sample`).
 
+    A layer of the flow set ``trainable = False`` (or a layer inside it) is not trained and is
+    listed in ``non_trainable_weights``; call :meth:`compile` again after changing it, as with
+    any Keras model.
+
     With ``average_weights=True`` (the default), :meth:`fit` keeps an exponential moving
     average of the weights over the training steps (Polyak averaging, spanning about the last
     third of an epoch) and hands it over at the end of every epoch: the validation loss, the

@@ -27,7 +27,7 @@ from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.bijectors.invert import _Invert
 
 from nfbook.checks import check_hidden_units, check_permutation, check_positive_int
-from nfbook.networks import AutoregressiveAffine, CouplingAffine
+from nfbook.networks import AutoregressiveAffine, CouplingAffine, check_bound
 
 tfb = tfp.bijectors
 
@@ -78,7 +78,7 @@ def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
     Raises
     ------
     ValueError
-        If the builder name is unknown.
+        If the builder name is unknown or the arguments are missing.
 
     Examples
     --------
@@ -100,7 +100,11 @@ def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
     if name not in builders:
         raise ValueError(f"Unknown builder {name!r} in the saved record; expected one of "
                          f"{sorted(builders)}.")
-    return builders[name](**spec["kwargs"])
+    kwargs = spec.get("kwargs")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"The saved record of builder {name!r} has no arguments (a dict under "
+                         f"'kwargs'), got {kwargs!r}.")
+    return builders[name](**kwargs)
 
 
 def affine(shift: Any, scale: Any) -> tfb.Chain:
@@ -222,11 +226,15 @@ def _stack(
     return tfb.Chain(list(reversed(base_to_data)), name=name)
 
 
-def _check_flow_args(ndim: int, num_layers: int, hidden_units: Sequence[int]) -> tuple:
+def _check_flow_args(ndim: int, num_layers: int, hidden_units: Sequence[int],
+                     log_scale_bound: float, seed: int) -> tuple:
+    """The builders' common arguments, checked and as plain Python values (for the spec)."""
     return (
         check_positive_int("ndim", ndim),
         check_positive_int("num_layers", num_layers),
         check_hidden_units(hidden_units),
+        check_bound(log_scale_bound),
+        check_positive_int("seed", seed, minimum=0),
     )
 
 
@@ -308,7 +316,8 @@ def maf(
     >>> bool(np.allclose(flow.inverse(tf.identity(flow.forward(z))), z, atol=1e-5))
     True
     """
-    ndim, num_layers, hidden_units = _check_flow_args(ndim, num_layers, hidden_units)
+    ndim, num_layers, hidden_units, log_scale_bound, seed = _check_flow_args(
+        ndim, num_layers, hidden_units, log_scale_bound, seed)
     chain = _stack(
         ndim, num_layers,
         lambda i: _maf_layer(ndim, hidden_units, activation, log_scale_bound, i),
@@ -359,7 +368,8 @@ def iaf(
     >>> flow.forward(tf.zeros([4, 3])).shape
     TensorShape([4, 3])
     """
-    ndim, num_layers, hidden_units = _check_flow_args(ndim, num_layers, hidden_units)
+    ndim, num_layers, hidden_units, log_scale_bound, seed = _check_flow_args(
+        ndim, num_layers, hidden_units, log_scale_bound, seed)
 
     def make_layer(i: int) -> tfb.Bijector:
         return tfb.Invert(_maf_layer(ndim, hidden_units, activation, log_scale_bound, i),
@@ -384,7 +394,8 @@ def _coupling(
     permutation: Sequence[int] | None,
     seed: int,
 ) -> tfb.Chain:
-    ndim, num_layers, hidden_units = _check_flow_args(ndim, num_layers, hidden_units)
+    ndim, num_layers, hidden_units, log_scale_bound, seed = _check_flow_args(
+        ndim, num_layers, hidden_units, log_scale_bound, seed)
     if ndim < 2:
         raise ValueError(f"`ndim` must be >= 2 for a coupling flow (it splits the dimensions "
                          f"in two halves), got {ndim}.")
@@ -479,7 +490,8 @@ def nice(
     ndim, hidden_units, num_layers, activation, batch_norm, permutation, seed
         As in :func:`realnvp`.
     log_scale_bound : float
-        Unused by the additive layers; kept for a uniform signature.
+        Not used by the additive layers, but checked like the other builders' (a positive,
+        finite number), so that every builder accepts the same arguments.
 
     Returns
     -------

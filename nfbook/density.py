@@ -108,6 +108,14 @@ def _static_permutation(bijector: tfb.Permute) -> np.ndarray | None:
     return np.asarray(indices)
 
 
+def _check_width(bijector: tfb.Bijector, y: tf.Tensor, width: int) -> None:
+    """Raise if ``y``'s last axis, when known, is not the ``width`` that ``bijector`` acts on
+    (slicing and gathering would otherwise drop or broadcast coordinates without an error)."""
+    if y.shape.rank is not None and y.shape[-1] is not None and y.shape[-1] != width:
+        raise ValueError(f"The bijector {bijector.name!r} acts on {width} coordinates, but the "
+                         f"data has {y.shape[-1]} on its last axis (shape {y.shape}).")
+
+
 def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
                     ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Invert :math:`y = x e^{s} + \\mu`: return :math:`x = (y - \\mu) e^{-s}` and
@@ -122,6 +130,7 @@ def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor
     network = getattr(bijector, "_shift_and_log_scale_fn", None)
     if not isinstance(network, AutoregressiveAffine) or getattr(bijector, "_event_ndims", 1) != 1:
         return None
+    _check_width(bijector, y, network.ndim)
     shift, log_scale = network(y)
     return _affine_inverse(y, shift, log_scale)
 
@@ -132,6 +141,7 @@ def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor
     masked = getattr(bijector, "_num_masked", None)
     if not isinstance(network, CouplingAffine) or not isinstance(masked, int) or masked <= 0:
         return None
+    _check_width(bijector, y, masked + network.output_units)
     y0, y1 = y[..., :masked], y[..., masked:]
     shift, log_scale = network(y0, network.output_units)
     x1, log_det = _affine_inverse(y1, shift, log_scale)
@@ -195,6 +205,7 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
         indices = _static_permutation(bijector)
         if indices is None:
             return bijector.inverse(y), None
+        _check_width(bijector, y, len(indices))
         return permute_last_axis(y, np.argsort(indices)), None
     fused = None
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):

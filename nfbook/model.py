@@ -160,7 +160,10 @@ class FlowModel(keras.Model):
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
         self.nll = keras.metrics.Mean(name="loss")
         self.optimize_graph = False  # compile() sets it
-        self(tf.zeros([1, self.ndim]))  # create every variable now
+        try:  # create every variable now, and check that the flow fits `ndim`
+            self(tf.zeros([1, self.ndim]))
+        except (ValueError, tf.errors.InvalidArgumentError) as error:
+            raise ValueError(f"The bijector does not fit ndim={self.ndim}: {error}") from error
         self.weight_average = WeightAverage(self.trainable_variables) if average_weights else None
 
     @property
@@ -228,6 +231,9 @@ class FlowModel(keras.Model):
         # direction uses the batch variance that the normalisation itself used.
         distribution = self._training_distribution if training else self._distribution
         x = tf.convert_to_tensor(x, dtype=tf.float32)
+        if x.shape.rank is not None and x.shape[-1] not in (None, self.ndim):
+            raise ValueError(f"Data of shape {x.shape} has {x.shape[-1]} columns; this model "
+                             f"has ndim={self.ndim}.")
         base = None if self.default_base else distribution.distribution  # None: N(0, I)
         return density.log_prob(base, distribution.bijector, x)
 
@@ -341,8 +347,9 @@ class FlowModel(keras.Model):
 
         NumPy data (``x`` and ``validation_data``) is checked first: shape ``(n, ndim)``,
         real numbers, at least one row, no NaN or infinity. A batch whose loss or gradient
-        is not finite is not applied: training stops there, the weights stay those of the
-        last finite step, and :class:`~nfbook.training.NonFiniteLossError` says so.
+        is not finite is not applied: training stops there, the model keeps the weights of
+        the last finite step (with ``average_weights``, their moving average over the finite
+        steps), and :class:`~nfbook.training.NonFiniteLossError` says so.
 
         Raises
         ------
@@ -361,12 +368,11 @@ class FlowModel(keras.Model):
                              "nothing. Build the flow from tf_keras layers (nfbook builders do).")
         if self.optimizer is None:
             raise RuntimeError("Call compile() before fit().")
-        if not isinstance(x, (tf.data.Dataset, keras.utils.Sequence)) and x is not None:
-            x = check_data(x, self.ndim, "x")
+        x = self._checked_unless_a_data_set(x)
         validation = kwargs.get("validation_data")
         if validation is not None and not isinstance(validation, tf.data.Dataset):
-            if isinstance(validation, (tuple, list)) and len(validation) == 1:
-                validation = validation[0]
+            if isinstance(validation, (tuple, list)) and all(v is None for v in validation[1:]):
+                validation = validation[0]  # (x,), or (x, None) as with labelled data
             # a 1-tuple: Keras tests `if validation_data:`, ambiguous for a bare array
             kwargs["validation_data"] = (check_data(validation, self.ndim, "validation_data"),)
         if self.weight_average is not None:  # first, so the others see the averaged weights
@@ -379,20 +385,32 @@ class FlowModel(keras.Model):
             and not _size_known(validation, kwargs.get("validation_steps")))
         with self._one_step_per_call_if(unknown):
             history = super().fit(x, **kwargs)
-        guard.raise_if_stopped("the NLL of a batch",
-                               "Standardise the data or lower the learning rate.")
+        guard.raise_if_stopped(
+            "the NLL of a batch", "Standardise the data or lower the learning rate.",
+            "the weights are those of the last finite step" if self.weight_average is None
+            else "the model holds the moving average of the weights over the finite steps")
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
-        """Mean NLL of ``x`` in nats (same options as ``keras.Model.evaluate``)."""
+        """Mean NLL of ``x`` in nats (same options as ``keras.Model.evaluate``); NumPy data
+        is checked as in :meth:`fit`."""
+        x = self._checked_unless_a_data_set(x)
         with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
             return super().evaluate(x, y, **kwargs)
 
     def predict(self, x: Any, **kwargs: Any) -> Any:
         """:math:`\\log p(x)` of every row, batched (same options as
-        ``keras.Model.predict``)."""
+        ``keras.Model.predict``); NumPy data is checked as in :meth:`fit`."""
+        x = self._checked_unless_a_data_set(x)
         with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
             return super().predict(x, **kwargs)
+
+    def _checked_unless_a_data_set(self, x: Any) -> Any:
+        """``x`` through :func:`~nfbook.checks.check_data` unless it is a data set, a
+        ``Sequence`` or ``None``."""
+        if x is None or isinstance(x, (tf.data.Dataset, keras.utils.Sequence)):
+            return x
+        return check_data(x, self.ndim, "x")
 
     @contextlib.contextmanager
     def _one_step_per_call_if(self, condition: bool) -> Iterator[None]:

@@ -123,9 +123,9 @@ def density_grid(
     Parameters
     ----------
     log_prob : object with ``log_prob`` or callable
-        Anything whose ``log_prob(points)`` (or, failing that, ``log_prob(points)`` called
-        directly) takes a float32 array of shape ``(m, 2)`` and returns ``m`` log-densities,
-        e.g. a ``tfd.Distribution`` with event shape ``[2]`` or a ``FlowModel``.
+        Anything whose method ``log_prob(points)`` (or, without one, the object itself called
+        as ``log_prob(points)``) takes a float32 array of shape ``(m, 2)`` and returns ``m``
+        log-densities, e.g. a ``tfd.Distribution`` with event shape ``[2]`` or a ``FlowModel``.
     extent : sequence of 4 floats
         ``(xmin, xmax, ymin, ymax)`` with ``xmin < xmax`` and ``ymin < ymax``.
     resolution : int

@@ -7,7 +7,8 @@ __all__ = ["load", "save"]
 import io
 import json
 import os
-import tempfile
+import secrets
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,8 +27,9 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 _FORMAT = "nfbook-flow-model"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: probe points sampled from the model, the base's variables
 _PROBE_SIZE = 64
+_PROBE_SEED = (20240917, 1)  # stateless: the same probe points at every save
 
 
 def _flow_weights(model: FlowModel) -> list[tf.Variable]:
@@ -44,18 +46,40 @@ def _flow_weights(model: FlowModel) -> list[tf.Variable]:
     return weights
 
 
-def _probe_points(ndim: int) -> np.ndarray:
+def _base_weights(model: FlowModel) -> list[tf.Variable]:
+    """The variables of ``model``'s base distribution (none for the default base)."""
+    return list(model.distribution.distribution.variables)
+
+
+def _gaussian_probe_points(ndim: int) -> np.ndarray:
+    """The fixed N(0, I) probe points of format version 1, which stored none."""
     return np.random.default_rng(12345).normal(size=(_PROBE_SIZE, ndim)).astype(np.float32)
+
+
+def _sampled_probe_points(model: FlowModel) -> np.ndarray:
+    """Probe points drawn from ``model`` itself with a fixed seed, so inside its support
+    (where N(0, I) points need not be, e.g. for a flow ending in ``tfb.Exp``)."""
+    return model.sample(_PROBE_SIZE, seed=_PROBE_SEED).numpy().astype(np.float32)
+
+
+def _score(model: FlowModel, points: np.ndarray) -> np.ndarray:
+    """``log p`` of the probe points, without :meth:`FlowModel.log_prob`'s data checks (a
+    sample may overflow to infinity)."""
+    return model.call(tf.constant(points, dtype=tf.float32)).numpy()
 
 
 def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> None:
     """Write ``model`` to the single file ``path``.
 
-    The file is a zip archive holding ``model.json`` (the builder's name and arguments, the
-    base, the shapes of the variables, the optimizer's configuration, and the log-densities
-    of 64 fixed probe points) and ``weights.npz`` (every flow variable, batch-norm running
-    statistics included, and the optimizer's state). It is written to a temporary file first
-    and then moved into place, so an interrupted save never destroys an earlier file.
+    The file is a zip archive holding ``model.json`` (the builder's name and arguments,
+    whether the base is the default one, the shapes of the variables, the optimizer's
+    configuration, and 64 probe points drawn from the model with a fixed seed, with their
+    log-densities) and ``weights.npz`` (every flow variable, batch-norm running statistics
+    included, the base distribution's variables, and the optimizer's state). A custom base
+    is not itself saved, only its variables (a trained ``loc``, say): pass a base built the
+    same way to :func:`load`. The file is written to a temporary file, flushed to disk and
+    moved into place, so an interrupted save never destroys an earlier file; it gets the
+    permissions a plain write would give (those of the file it replaces, if any).
 
     Parameters
     ----------
@@ -79,7 +103,8 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
     weights = _flow_weights(model)
-    probe = _probe_points(model.ndim)
+    base_weights = _base_weights(model)
+    probe = _sampled_probe_points(model)
     record: dict[str, Any] = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -88,10 +113,13 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
         "default_base": model.default_base,
         "average_weights": model.weight_average is not None,
         "weights": [[w.name, list(w.shape)] for w in weights],
-        "probe_log_prob": model.log_prob(probe).numpy().tolist(),
+        "base_weights": [[w.name, list(w.shape)] for w in base_weights],
+        "probe_points": probe.tolist(),
+        "probe_log_prob": _score(model, probe).tolist(),  # NaN or inf are kept as such
         "optimizer": None,
     }
     arrays = {f"w{i}": w.numpy() for i, w in enumerate(weights)}
+    arrays.update({f"b{i}": w.numpy() for i, w in enumerate(base_weights)})
     optimizer = model.optimizer
     if optimizer is not None:
         record["optimizer"] = keras.optimizers.serialize(optimizer)
@@ -103,19 +131,45 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
 
 def _write(path: Path, record: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``record`` (as ``model.json``) and ``arrays`` (as ``weights.npz``) to the zip
-    archive ``path``, through a temporary file moved into place."""
+    archive ``path``, through a temporary file synced to disk and moved into place."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _create_temporary(path)
     try:
-        with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w") as archive:
-            archive.writestr("model.json", json.dumps(record, default=float))
-            archive.writestr("weights.npz", buffer.getvalue())
+        with os.fdopen(handle, "wb") as file:
+            with zipfile.ZipFile(file, "w") as archive:
+                archive.writestr("model.json", json.dumps(record, default=float))
+                archive.writestr("weights.npz", buffer.getvalue())
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it replaces the earlier file
+        if path.exists():  # as `open(path, "wb")` would, keep the replaced file's mode
+            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create a new hidden file next to ``path``, with the mode a plain ``open(path, "wb")``
+    gives (``0o666`` less the umask; ``tempfile.mkstemp`` gives ``0o600``).
+
+    Returns
+    -------
+    handle : int
+        The file descriptor, open for writing.
+    temporary : Path
+        The file's path.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary file name next to {path}.")
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -132,6 +186,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if record.get("format") != _FORMAT:
         raise ValueError(f"{path} is not an nfbook model file: its format is "
                          f"{record.get('format')!r}, expected {_FORMAT!r}.")
+    version = record.get("format_version")
+    if isinstance(version, int) and version > _FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer nfbook (file format version "
+                         f"{version}; this nfbook reads versions 1 to {_FORMAT_VERSION}): "
+                         "upgrade nfbook to load it.")
+    if version not in range(1, _FORMAT_VERSION + 1):
+        raise ValueError(f"{path} has an unknown nfbook file format version {version!r}.")
     return record, arrays
 
 
@@ -153,6 +214,41 @@ def _restore_optimizer_state(model: FlowModel, saved_count: int, arrays: dict[st
                       stacklevel=3)
 
 
+def _restore_base(base: tfd.Distribution, record: dict[str, Any],
+                  arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Set the variables of ``base``, the base passed to :func:`load`, from the file's arrays
+    ``b0``, ``b1``... (a file of format version 1 saved none)."""
+    if "base_weights" not in record:
+        return
+    variables = list(base.variables)
+    shapes = [list(v.shape) for v in variables]
+    saved_shapes = [shape for _, shape in record["base_weights"]]
+    if shapes != saved_shapes:
+        raise ValueError(f"The base passed in ({type(base).__name__} {base.name!r}) does not "
+                         f"match the one saved in {path}: it has {len(shapes)} variables with "
+                         f"shapes {shapes}, the file has {len(saved_shapes)} with shapes "
+                         f"{saved_shapes}. Pass a base built the same way as the saved one.")
+    for i, variable in enumerate(variables):
+        variable.assign(arrays[f"b{i}"])
+
+
+def _check_probe(model: FlowModel, record: dict[str, Any], path: Path) -> None:
+    """Check that ``model`` gives the probe points the log-densities saved with them (NaN or
+    infinity where they were NaN or the same infinity)."""
+    points = record.get("probe_points")  # none in format version 1
+    points = (_gaussian_probe_points(model.ndim) if points is None
+              else np.asarray(points, dtype=np.float32).reshape(-1, model.ndim))
+    log_prob = _score(model, points)
+    saved = np.asarray(record["probe_log_prob"], dtype=np.float32)
+    wrong = ~np.isclose(log_prob, saved, rtol=1e-5, atol=1e-5, equal_nan=True)
+    if wrong.any():
+        difference = np.abs(log_prob - saved)[wrong].max()
+        raise ValueError(f"The model loaded from {path} does not reproduce its saved "
+                         f"log-densities (max difference {difference:.3g}, at {wrong.sum()} "
+                         f"of {wrong.size} probe points): the bijector or base passed in "
+                         "differs from the saved one.")
+
+
 def load(
     path: str | os.PathLike,
     bijector: tfb.Bijector | None = None,
@@ -161,9 +257,9 @@ def load(
     """Load a model written by :meth:`FlowModel.save`, and check it scores as it did.
 
     The flow is rebuilt from the recorded builder and arguments (or from ``bijector``),
-    its variables are set from the file, the optimizer is restored with its state, and the
-    log-densities of the recorded probe points must match those saved, so a model that
-    loads is the model that was saved.
+    its variables and those of the base are set from the file, the optimizer is restored with
+    its state, and the log-densities of the recorded probe points must match those saved, so
+    a model that loads is the model that was saved. Files of format versions 1 and 2 load.
 
     Parameters
     ----------
@@ -173,7 +269,9 @@ def load(
         Required when the saved flow was not made by an nfbook builder: a new bijector built
         the same way (its variables are overwritten).
     base : tfd.Distribution, optional
-        Required when the saved model had a custom base distribution.
+        Required when the saved model had a custom base distribution: a base built the same
+        way (the base's variables are saved: they are set from the file, e.g. a trained
+        ``loc``).
 
     Returns
     -------
@@ -184,8 +282,9 @@ def load(
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not an nfbook model, a required ``bijector``/``base`` is missing, the
-        variables do not match the rebuilt flow, or the reloaded model scores differently.
+        If the file is not an nfbook model or was written by a newer nfbook, a required
+        ``bijector``/``base`` is missing, the variables do not match the rebuilt flow or the
+        base passed in, or the reloaded model scores differently.
 
     Warns
     -----
@@ -223,13 +322,10 @@ def load(
                          f"{len(saved_shapes)} with shapes {saved_shapes[:4]}....")
     for i, weight in enumerate(weights):
         weight.assign(arrays[f"w{i}"])
+    if base is not None:
+        _restore_base(base, record, arrays, path)
     if record["optimizer"] is not None:
         model.compile(optimizer=keras.optimizers.deserialize(record["optimizer"]))
         _restore_optimizer_state(model, record["optimizer_weights"], arrays, path)
-    log_prob = model.log_prob(_probe_points(model.ndim)).numpy()
-    saved = np.asarray(record["probe_log_prob"], dtype=np.float32)
-    if not np.allclose(log_prob, saved, rtol=1e-5, atol=1e-5):
-        raise ValueError(f"The model loaded from {path} does not reproduce its saved "
-                         f"log-densities (max difference {np.max(np.abs(log_prob - saved)):.3g})"
-                         ": the bijector or base passed in differs from the saved one.")
+    _check_probe(model, record, path)
     return model

@@ -299,7 +299,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
             self.stopped_epoch = self.epoch + 1
             self.model.stop_training = True
 
-    def raise_if_stopped(self, what: str, advice: str) -> None:
+    def raise_if_stopped(self, what: str, advice: str,
+                         weights: str = "the weights are those of the last finite step") -> None:
         """Raise :class:`NonFiniteLossError` if training was stopped.
 
         Parameters
@@ -308,6 +309,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
             What became non-finite, e.g. ``"the NLL of a batch"``.
         advice : str
             What the user may do about it, one or more full sentences.
+        weights : str
+            Which weights the model holds now, as a clause.
 
         Raises
         ------
@@ -317,8 +320,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if self.stopped_epoch is not None:
             raise NonFiniteLossError(
                 f"Training stopped in epoch {self.stopped_epoch}: {what} became NaN or "
-                "infinite, so that update was not applied and the weights are those of the "
-                f"last finite step. {advice} The history so far is in model.history."
+                f"infinite, so that update was not applied and {weights}. {advice} The "
+                "history so far is in model.history."
             )
 
 

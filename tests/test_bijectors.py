@@ -6,6 +6,7 @@ from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.bijectors.invert import _Invert
 
 import nfbook
+from nfbook.bijectors import rebuild, spec_of
 
 from invariants import (
     BUILDERS,
@@ -162,6 +163,10 @@ def test_batch_norm_mode_shares_layers_and_flips_training():
         ({"ndim": 3, "permutation": [0, 0, 1]}, ValueError, "Invalid permutation"),
         ({"ndim": 3, "permutation": [0, 1]}, ValueError, "expected 3 integers"),
         ({"ndim": 2, "log_scale_bound": 0.0}, ValueError, "`log_scale_bound` must be a positive"),
+        ({"ndim": 2, "log_scale_bound": np.inf}, ValueError, "must be a positive, finite"),
+        ({"ndim": 2, "log_scale_bound": "3"}, TypeError, "`log_scale_bound` must be a real"),
+        ({"ndim": 3, "seed": -1}, ValueError, "`seed` must be an integer >= 0"),
+        ({"ndim": 3, "seed": "a"}, TypeError, "`seed` must be an integer"),
     ],
 )
 @pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
@@ -170,9 +175,31 @@ def test_bad_arguments(builder, kwargs, error, match):
         getattr(nfbook, builder)(**kwargs)
 
 
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_numpy_scalars_are_accepted_and_recorded_as_plain_numbers(builder):
+    flow = getattr(nfbook, builder)(3, hidden_units=(4,), num_layers=2, seed=np.int64(1),
+                                    log_scale_bound=np.float32(2.0))
+    kwargs = spec_of(flow)["kwargs"]
+    assert kwargs["seed"] == 1 and type(kwargs["seed"]) is int
+    assert kwargs["log_scale_bound"] == 2.0 and type(kwargs["log_scale_bound"]) is float
+    plain = getattr(nfbook, builder)(3, hidden_units=(4,), num_layers=2, seed=1)
+    def permutations(chain):
+        return [b.permutation.numpy().tolist() for b in chain.bijectors
+                if isinstance(b, tfp.bijectors.Permute)]
+
+    assert permutations(flow) == permutations(plain) != []
+
+
 def test_coupling_flows_need_two_dimensions():
     with pytest.raises(ValueError, match="`ndim` must be >= 2 for a coupling flow"):
         nfbook.realnvp(1)
+
+
+def test_rebuild_names_a_record_without_arguments():
+    with pytest.raises(ValueError, match="no arguments"):
+        rebuild({"builder": "maf"})
+    with pytest.raises(ValueError, match="Unknown builder 'glow'"):
+        rebuild({"builder": "glow", "kwargs": {}})
 
 
 def test_bad_affine_arguments():

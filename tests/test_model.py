@@ -83,6 +83,8 @@ def test_fit_takes_validation_data_and_the_usual_callbacks(moons):
                         callbacks=[stop, keras.callbacks.TerminateOnNaN()])
     assert set(history.history) >= {"loss", "val_loss"}
     assert len(history.history["loss"]) == 2  # stopped by EarlyStopping
+    labelled = model.fit(train, validation_data=(held_out, None), epochs=1, verbose=0)
+    assert np.isfinite(labelled.history["val_loss"]).all()  # (x, None), as Keras users write it
     history = model.fit(train, validation_split=0.2, epochs=1, verbose=0)
     assert "val_loss" in history.history
 
@@ -188,6 +190,28 @@ def test_a_frozen_layer_is_not_trained_and_not_lost(builder, frozen, moons):
         assert unchanged == (id(v) in frozen_ids), v.name
 
 
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_a_flow_built_for_another_ndim_is_refused(builder):
+    with pytest.raises(ValueError, match="does not fit ndim=3"):
+        nfbook.FlowModel(getattr(nfbook, builder)(2, hidden_units=(4,), num_layers=2), ndim=3)
+
+
+def test_data_of_another_width_or_with_nan_is_refused_everywhere():
+    model = nfbook.FlowModel(nfbook.realnvp(2, hidden_units=(4,), num_layers=2), ndim=2)
+    model.compile()
+    wide = np.zeros((8, 3), np.float32)
+    with pytest.raises(ValueError, match="3 columns; this model has ndim=2"):
+        model(wide)
+    with pytest.raises(ValueError, match="acts on 2 coordinates, but the data has 3"):
+        nfbook.density.log_prob(None, model.bijector, tf.constant(wide))
+    with_nan = np.zeros((8, 2), np.float32)
+    with_nan[3, 1] = np.nan
+    for method in (model.evaluate, model.predict, model.log_prob):
+        for data, match in ((wide, r"expected \(n, 2\)"), (with_nan, "NaN")):
+            with pytest.raises(ValueError, match=match):
+                method(data, verbose=0) if method != model.log_prob else method(data)
+
+
 def test_a_model_with_nothing_to_train_refuses_to_fit():
     model = nfbook.FlowModel(nfbook.affine([0.0, 0.0], [1.0, 2.0]), ndim=2)
     model.compile()
@@ -217,7 +241,8 @@ def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_finite_weights(
     weights = [w.numpy().copy() for w in model.trainable_variables]
     data = np.abs(np.random.default_rng(0).normal(size=(64, 2))).astype(np.float32) + 0.1
     data[40:] *= -1.0  # the second batch holds negative values
-    with pytest.raises(nfbook.NonFiniteLossError, match="Training stopped in epoch 1"):
+    with pytest.raises(nfbook.NonFiniteLossError,
+                       match="Training stopped in epoch 1.*moving average of the weights"):
         model.fit(data, epochs=3, batch_size=32, shuffle=False, verbose=0)
     changed = [not np.array_equal(a, w) for a, w in zip(weights, model.trainable_variables)]
     assert any(changed)  # the first, finite batch was applied
@@ -240,7 +265,7 @@ def test_steps_after_a_non_finite_one_are_not_applied_within_an_execution():
     first_step_only = model_before_training()
     first_step_only.fit(data[:16], epochs=1, batch_size=16, verbose=0)
     model = model_before_training(steps_per_execution=4)
-    with pytest.raises(nfbook.NonFiniteLossError):
+    with pytest.raises(nfbook.NonFiniteLossError, match="those of the last finite step"):
         model.fit(data, epochs=1, batch_size=16, shuffle=False, verbose=0)
     for expected, got in zip(first_step_only.trainable_variables, model.trainable_variables):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)

@@ -1,8 +1,11 @@
+import os
+import stat
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
@@ -12,6 +15,7 @@ from nfbook import saving
 from invariants import BUILDERS
 
 tfb = tfp.bijectors
+tfd = tfp.distributions
 
 
 def trained_model(builder, batch_norm):
@@ -155,3 +159,114 @@ def test_a_model_saved_before_training_loads_without_a_warning(adam, tmp_path):
     assert int(loaded.optimizer.iterations) == 0
     loaded.fit(nfbook.data.moons(256), epochs=1, batch_size=64, verbose=0)
     assert int(loaded.optimizer.iterations) == 4
+
+
+def exp_flow():
+    return tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,))])
+
+
+def test_a_flow_with_a_restricted_support_saves_and_loads(tmp_path):
+    model = nfbook.FlowModel(exp_flow(), ndim=2)
+    path = tmp_path / "exp.nfbook"
+    model.save(path)
+    record, _ = saving._read(path)
+    assert np.all(np.asarray(record["probe_points"]) > 0)  # drawn inside the support
+    assert np.all(np.isfinite(record["probe_log_prob"]))
+    loaded = nfbook.load(path, bijector=exp_flow())
+    x = model.sample(100, seed=(1, 2))
+    np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-6)
+
+
+def test_probe_points_scored_nan_at_save_still_load_and_a_nan_elsewhere_is_refused(tmp_path):
+    model = nfbook.FlowModel(exp_flow(), ndim=2)
+    path = tmp_path / "exp.nfbook"
+    model.save(path)
+    record, arrays = saving._read(path)
+    points = np.asarray(record["probe_points"], np.float32)
+    points[:3] = -1.0  # outside the support: NaN
+    record["probe_points"] = points.tolist()
+    record["probe_log_prob"] = saving._score(model, points).tolist()
+    assert np.isnan(record["probe_log_prob"][:3]).all()
+    saving._write(path, record, arrays)
+    nfbook.load(path, bijector=exp_flow())
+    record["probe_log_prob"][5] = float("nan")
+    saving._write(path, record, arrays)
+    with pytest.raises(ValueError, match="at 1 of 64 probe points"):
+        nfbook.load(path, bijector=exp_flow())
+
+
+def test_the_variables_of_a_trainable_base_are_saved_and_restored(tmp_path):
+    def base(loc=(0.0, 0.0)):
+        return tfd.MultivariateNormalDiag(loc=tf.Variable(loc, dtype=tf.float32))
+
+    model = nfbook.FlowModel(nfbook.realnvp(2, hidden_units=(8,)), ndim=2, base=base())
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(nfbook.data.moons(256), epochs=1, batch_size=64, verbose=0)
+    model.distribution.distribution.loc.assign([1.0, -2.0])
+    path = tmp_path / "flow.nfbook"
+    model.save(path)
+    fresh = base()
+    loaded = nfbook.load(path, base=fresh)
+    np.testing.assert_array_equal(fresh.loc.numpy(), [1.0, -2.0])
+    x = nfbook.data.moons(100, seed=3)
+    assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
+    loaded.fit(x, epochs=1, verbose=0)  # training resumes, the base's loc included
+    with pytest.raises(ValueError, match=r"base passed in \(MultivariateNormalDiag .*shapes "
+                                         r"\[\[1, 2\]\], the file has 1 with shapes \[\[2\]\]"):
+        nfbook.load(path, base=base([[0.0, 0.0]]))
+    with pytest.raises(ValueError, match="Pass a base built the same way"):
+        nfbook.load(path, base=tfd.MultivariateNormalDiag(
+            loc=tf.Variable([0.0, 0.0]), scale_diag=tf.Variable([1.0, 1.0])))
+
+
+def file_mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_saved_file_has_the_mode_of_a_plain_write(tmp_path):
+    model = nfbook.FlowModel(nfbook.affine([0.5, -0.5], [2.0, 0.5]), ndim=2)
+    umask = os.umask(0o022)  # where a plain write gives 0o644, and mkstemp 0o600
+    try:
+        with open(tmp_path / "plain", "wb") as file:
+            file.write(b"x")
+        model.save(tmp_path / "flow.nfbook")
+    finally:
+        os.umask(umask)
+    assert file_mode(tmp_path / "flow.nfbook") == file_mode(tmp_path / "plain") == 0o644
+    os.chmod(tmp_path / "flow.nfbook", 0o640)
+    model.save(tmp_path / "flow.nfbook")  # overwriting keeps the file's mode, as open() does
+    assert file_mode(tmp_path / "flow.nfbook") == 0o640
+
+
+def test_save_syncs_the_file_to_disk_before_moving_it_into_place(tmp_path, monkeypatch):
+    calls = []
+    sync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), sync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda *a: (calls.append("replace"), replace(*a))[1])
+    nfbook.FlowModel(nfbook.affine([0.5, -0.5], [2.0, 0.5]), ndim=2).save(tmp_path / "f")
+    assert calls == ["fsync", "replace"]
+
+
+def test_a_file_from_a_newer_format_is_refused(tmp_path):
+    path = tmp_path / "flow.nfbook"
+    nfbook.FlowModel(nfbook.affine([0.5, -0.5], [2.0, 0.5]), ndim=2).save(path)
+    record, arrays = saving._read(path)
+    record["format_version"] = 99
+    saving._write(path, record, arrays)
+    with pytest.raises(ValueError, match="written by a newer nfbook .*version 99.*upgrade"):
+        nfbook.load(path)
+
+
+def test_a_file_of_format_version_1_still_loads(tmp_path):
+    model = trained_model("maf", False)
+    path = tmp_path / "flow.nfbook"
+    model.save(path)
+    record, arrays = saving._read(path)
+    del record["probe_points"], record["base_weights"]  # as version 1 wrote it
+    record["format_version"] = 1
+    record["probe_log_prob"] = model.log_prob(saving._gaussian_probe_points(2)).numpy().tolist()
+    saving._write(path, record, arrays)
+    loaded = nfbook.load(path)
+    x = nfbook.data.moons(100, seed=3)
+    assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)

@@ -351,6 +351,22 @@ class FlowModel(keras.Model):
         the last finite step (with ``average_weights``, their moving average over the finite
         steps), and :class:`~nfbook.training.NonFiniteLossError` says so.
 
+        Parameters
+        ----------
+        x : array-like, tf.data.Dataset or keras.utils.Sequence
+            Training data, shape ``(n, ndim)`` (a data set yields batches of points).
+        y : None
+            Must stay ``None``: the loss is the NLL of ``x``.
+        **kwargs
+            Any option of ``keras.Model.fit`` (``epochs``, ``batch_size``,
+            ``validation_data``, ``callbacks``...).
+
+        Returns
+        -------
+        keras.callbacks.History
+            Per-epoch ``loss`` (mean training NLL, nats), ``skipped_steps`` and, with
+            validation data, ``val_loss``.
+
         Raises
         ------
         TypeError
@@ -392,15 +408,51 @@ class FlowModel(keras.Model):
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
-        """Mean NLL of ``x`` in nats (same options as ``keras.Model.evaluate``); NumPy data
-        is checked as in :meth:`fit`."""
+        """Mean NLL of ``x`` in nats, :math:`-\\frac{1}{n}\\sum_k \\log p(x_k)`.
+
+        Parameters
+        ----------
+        x : array-like, tf.data.Dataset or keras.utils.Sequence
+            Data, shape ``(n, ndim)``; NumPy data is checked as in :meth:`fit`.
+        y : None
+            Ignored (no labels); kept for Keras's signature.
+        **kwargs
+            Any option of ``keras.Model.evaluate`` (``batch_size``, ``verbose``...).
+
+        Returns
+        -------
+        float
+            The mean NLL (a list with it, or a dict with ``return_dict=True``, as in Keras).
+
+        Raises
+        ------
+        ValueError, TypeError
+            On bad NumPy data (see :func:`nfbook.checks.check_data`).
+        """
         x = self._checked_unless_a_data_set(x)
         with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
             return super().evaluate(x, y, **kwargs)
 
     def predict(self, x: Any, **kwargs: Any) -> Any:
-        """:math:`\\log p(x)` of every row, batched (same options as
-        ``keras.Model.predict``); NumPy data is checked as in :meth:`fit`."""
+        """:math:`\\log p(x)` of every row, computed in batches.
+
+        Parameters
+        ----------
+        x : array-like, tf.data.Dataset or keras.utils.Sequence
+            Data, shape ``(n, ndim)``; NumPy data is checked as in :meth:`fit`.
+        **kwargs
+            Any option of ``keras.Model.predict`` (``batch_size``, ``verbose``...).
+
+        Returns
+        -------
+        numpy.ndarray
+            The log-densities, shape ``(n,)``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            On bad NumPy data (see :func:`nfbook.checks.check_data`).
+        """
         x = self._checked_unless_a_data_set(x)
         with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
             return super().predict(x, **kwargs)
@@ -499,7 +551,20 @@ class FlowModel(keras.Model):
         return tf.exp(self.log_prob(x))
 
     def sample(self, n: int, seed: Any = None) -> tf.Tensor:
-        """Draw ``n`` samples, shape ``(n, ndim)``; ``seed`` as in TFP (an int, or a
-        ``(a, b)`` pair for stateless, repeatable sampling)."""
+        """Draw ``n`` samples :math:`x = f(z)`, :math:`z \\sim p_z` (running batch-norm
+        statistics).
+
+        Parameters
+        ----------
+        n : int
+            Number of samples, at least 1.
+        seed : int or pair of int, optional
+            As in TFP: an int, or an ``(a, b)`` pair for stateless, repeatable sampling.
+
+        Returns
+        -------
+        tf.Tensor
+            The samples, shape ``(n, ndim)``.
+        """
         n = check_positive_int("n", n)
         return self._distribution.sample(n, seed=seed)

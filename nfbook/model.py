@@ -518,6 +518,20 @@ class FlowModel(keras.Model):
 
         Keras's own formats are not used: a subclassed model holding a distribution does not
         round-trip through them.
+
+        Parameters
+        ----------
+        filepath : str or os.PathLike
+            Destination file (``.nfbook`` suggested).
+        overwrite : bool
+            Replace an existing file; if ``False`` an existing file raises ``FileExistsError``.
+
+        Raises
+        ------
+        TypeError
+            If Keras's other ``save`` options are passed.
+        FileExistsError
+            If ``filepath`` exists and ``overwrite`` is ``False``.
         """
         if kwargs:
             raise TypeError(f"FlowModel.save takes only `filepath` and `overwrite`, got "

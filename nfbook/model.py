@@ -521,17 +521,14 @@ class FlowModel(keras.Model):
 
         Parameters
         ----------
-        filepath : str or os.PathLike
-            Destination file (``.nfbook`` suggested).
-        overwrite : bool
-            Replace an existing file; if ``False`` an existing file raises ``FileExistsError``.
+        filepath, overwrite
+            The ``path`` and ``overwrite`` of :func:`nfbook.saving.save`, which also lists
+            what it raises.
 
         Raises
         ------
         TypeError
-            If Keras's other ``save`` options are passed.
-        FileExistsError
-            If ``filepath`` exists and ``overwrite`` is ``False``.
+            If Keras's other ``save`` options (``save_format``...) are passed.
         """
         if kwargs:
             raise TypeError(f"FlowModel.save takes only `filepath` and `overwrite`, got "

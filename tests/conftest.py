@@ -49,6 +49,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+@pytest.fixture
+def close_figures():
+    """Close every matplotlib figure a test left open (tests that draw use this fixture)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 _notebook_seconds: dict[str, float] = {}
 
 

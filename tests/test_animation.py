@@ -12,13 +12,8 @@ from nfbook.animation import flow_animation, stage_frames
 
 matplotlib.use("Agg")  # before any figure is made; pyplot may already be imported
 tfb, tfd = tfp.bijectors, tfp.distributions
-pytestmark = pytest.mark.filterwarnings("ignore:Animation was deleted without rendering")
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
+pytestmark = [pytest.mark.usefixtures("close_figures"),
+              pytest.mark.filterwarnings("ignore:Animation was deleted without rendering")]
 
 
 @pytest.fixture

@@ -13,12 +13,7 @@ from nfbook import plot
 
 matplotlib.use("Agg")  # before any figure is made; pyplot may already be imported
 tfb, tfd = tfp.bijectors, tfp.distributions
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture

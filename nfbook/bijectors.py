@@ -26,8 +26,13 @@ import tf_keras as keras
 from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.bijectors.invert import _Invert
 
-from nfbook.checks import check_hidden_units, check_permutation, check_positive_int
-from nfbook.networks import AutoregressiveAffine, CouplingAffine, check_bound
+from nfbook.checks import (
+    check_hidden_units,
+    check_permutation,
+    check_positive_int,
+    check_real,
+)
+from nfbook.networks import AutoregressiveAffine, CouplingAffine
 
 tfb = tfp.bijectors
 
@@ -233,7 +238,7 @@ def _check_flow_args(ndim: int, num_layers: int, hidden_units: Sequence[int],
         check_positive_int("ndim", ndim),
         check_positive_int("num_layers", num_layers),
         check_hidden_units(hidden_units),
-        check_bound(log_scale_bound),
+        check_real("log_scale_bound", log_scale_bound, positive=True),
         check_positive_int("seed", seed, minimum=0),
     )
 

@@ -7,8 +7,11 @@ __all__ = [
     "check_hidden_units",
     "check_permutation",
     "check_positive_int",
+    "check_real",
 ]
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +54,45 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_real(name: str, value: Any, positive: bool = False) -> float:
+    """Return ``value`` as a ``float`` after checking that it is a finite real number
+    ``>= 0`` (``> 0`` if ``positive``).
+
+    Parameters
+    ----------
+    name : str
+        Argument name, quoted in the error message.
+    value : Any
+        The value to check: a Python or NumPy real number. Booleans are rejected.
+    positive : bool
+        Reject zero as well.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number.
+    ValueError
+        If ``value`` is NaN, infinite, negative, or zero when ``positive``.
+
+    Examples
+    --------
+    >>> check_real("noise", 0.05)
+    0.05
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a real number, got {value!r} of type {type(value).__name__}."
+        )
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        expected = "> 0" if positive else ">= 0"
+        raise ValueError(f"`{name}` must be a finite number {expected}, got {value!r}.")
+    return float(value)
 
 
 def check_hidden_units(hidden_units: Any) -> tuple[int, ...]:

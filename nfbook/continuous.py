@@ -4,8 +4,6 @@ from __future__ import annotations
 
 __all__ = ["FlowMatching", "VectorField", "ffjord", "flow_matching_loss", "trace_exact"]
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,21 +12,11 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 from nfbook.bijectors import attach_spec
-from nfbook.checks import check_data, check_hidden_units, check_positive_int
+from nfbook.checks import check_data, check_hidden_units, check_positive_int, check_real
 from nfbook.training import add_guard, apply_if_finite, resolve_optimizer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
-
-
-def _check_positive_float(name: str, value: Any) -> float:
-    """``value`` as a float after checking it is a finite real number ``> 0``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a positive number, got {value!r} of type "
-                        f"{type(value).__name__}.")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
-    return float(value)
 
 
 class VectorField(keras.layers.Layer):
@@ -218,9 +206,9 @@ def ffjord(
     True
     """
     ndim = check_positive_int("ndim", ndim)
-    atol = _check_positive_float("atol", atol)
-    rtol = _check_positive_float("rtol", rtol)
-    first_step_size = _check_positive_float("first_step_size", first_step_size)
+    atol = check_real("atol", atol, positive=True)
+    rtol = check_real("rtol", rtol, positive=True)
+    first_step_size = check_real("first_step_size", first_step_size, positive=True)
     if not isinstance(exact_trace, bool):
         raise TypeError(f"`exact_trace` must be True or False, got {exact_trace!r}.")
     recordable = field is None

@@ -13,7 +13,6 @@ __all__ = [
     "text",
 ]
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -24,24 +23,12 @@ from matplotlib.path import Path
 from matplotlib.textpath import TextPath
 from sklearn.datasets import make_moons
 
-from nfbook.checks import check_data, check_positive_int
+from nfbook.checks import check_data, check_positive_int, check_real
 
 # Glyphs are laid out this many units high so that matplotlib's curve flattening, which
 # works to about one unit, follows the outlines to ~0.1% of the letter height.
 _GLYPH_SIZE = 1000.0
 _TEXT_HALF_WIDTH = 2.0
-
-
-def _check_float(name: str, value: Any, positive: bool = False) -> float:
-    """``value`` as a float after checking it is a finite real ``>= 0`` (``> 0`` if positive)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"`{name}` must be a real number, got {value!r} of type {type(value).__name__}."
-        )
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        expected = "> 0" if positive else ">= 0"
-        raise ValueError(f"`{name}` must be a finite number {expected}, got {value!r}.")
-    return float(value)
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -87,7 +74,7 @@ def moons(n: int, noise: float = 0.05, seed: int = 0) -> np.ndarray:
     True
     """
     n = check_positive_int("n", n, 1)
-    noise = _check_float("noise", noise)
+    noise = check_real("noise", noise)
     seed = check_positive_int("seed", seed, 0)
     x, _ = make_moons(n, noise=noise, random_state=seed)
     return x.astype(np.float32)
@@ -127,7 +114,7 @@ def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000) -> np.nd
     True
     """
     points = check_data(x, 2).astype(np.float64)
-    noise = _check_float("noise", noise, positive=True)
+    noise = check_real("noise", noise, positive=True)
     num_angles = check_positive_int("num_angles", num_angles, 1)
     t = (np.arange(num_angles) + 0.5) * np.pi / num_angles
     centres = np.concatenate([np.stack([np.cos(t), np.sin(t)], axis=1),
@@ -242,7 +229,7 @@ def text(text: str = "SIGGRAPH", n: int = 10000, seed: int = 0, noise: float = 0
     if not text.strip():
         raise ValueError(f"`text` must contain at least one visible character, got {text!r}.")
     n = check_positive_int("n", n, 1)
-    noise = _check_float("noise", noise)
+    noise = check_real("noise", noise)
     rng = _rng(seed)
     polygons = _glyph_polygons(text)
     if not polygons:
@@ -309,12 +296,12 @@ def rings(
     True
     """
     n = check_positive_int("n", n, 1)
-    noise = _check_float("noise", noise)
+    noise = check_real("noise", noise)
     if isinstance(radii, (str, bytes)) or np.ndim(radii) != 1 or len(radii) == 0:
         raise ValueError(
             f"`radii` must be a non-empty sequence of positive numbers, got {radii!r}."
         )
-    radius = np.array([_check_float("radii[i]", r, positive=True) for r in radii])
+    radius = np.array([check_real("radii[i]", r, positive=True) for r in radii])
     rng = _rng(seed)
     r = rng.choice(radius, size=n, p=radius / radius.sum())
     theta = rng.uniform(0.0, 2 * np.pi, size=n)
@@ -423,9 +410,9 @@ def pinwheel(
     """
     n = check_positive_int("n", n, 1)
     arms = check_positive_int("arms", arms, 1)
-    radial_std = _check_float("radial_std", radial_std, positive=True)
-    tangential_std = _check_float("tangential_std", tangential_std, positive=True)
-    rate = _check_float("rate", rate)
+    radial_std = check_real("radial_std", radial_std, positive=True)
+    tangential_std = check_real("tangential_std", tangential_std, positive=True)
+    rate = check_real("rate", rate)
     rng = _rng(seed)
     uv = rng.normal(size=(n, 2)) * [radial_std, tangential_std] + [1.0, 0.0]
     angle = 2 * np.pi * (np.arange(n) % arms) / arms + rate * np.exp(uv[:, 0])
@@ -483,8 +470,8 @@ def gaussian_mixture(
     """
     n = check_positive_int("n", n, 1)
     centers = check_positive_int("centers", centers, 1)
-    radius = _check_float("radius", radius)
-    std = _check_float("std", std, positive=True)
+    radius = check_real("radius", radius)
+    std = check_real("std", std, positive=True)
     rng = _rng(seed)
     angle = 2 * np.pi * (np.arange(n) % centers) / centers
     means = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)

@@ -5,21 +5,18 @@ from __future__ import annotations
 __all__ = [
     "AutoregressiveAffine",
     "CouplingAffine",
-    "check_bound",
     "fan_in_uniform",
     "soft_clamp",
     "spread_biases",
 ]
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook.checks import check_hidden_units, check_positive_int
+from nfbook.checks import check_hidden_units, check_positive_int, check_real
 
 tfb = tfp.bijectors
 
@@ -52,19 +49,6 @@ def soft_clamp(x: tf.Tensor, bound: float) -> tf.Tensor:
     True
     """
     return bound * tf.tanh(x / bound)
-
-
-def check_bound(log_scale_bound: float) -> float:
-    """Return ``log_scale_bound`` as a ``float`` after checking it is a positive, finite real
-    number (an infinite bound would make :func:`soft_clamp` compute ``inf * 0``)."""
-    if isinstance(log_scale_bound, bool) or not isinstance(log_scale_bound, (int, float,
-                                                                            np.number)):
-        raise TypeError(f"`log_scale_bound` must be a real number, got {log_scale_bound!r} of "
-                        f"type {type(log_scale_bound).__name__}.")
-    if not (math.isfinite(log_scale_bound) and log_scale_bound > 0):
-        raise ValueError(f"`log_scale_bound` must be a positive, finite number, got "
-                         f"{log_scale_bound!r}.")
-    return float(log_scale_bound)
 
 
 def fan_in_uniform(shape: Sequence[int], dtype: tf.DType | None = None) -> tf.Tensor:
@@ -185,7 +169,7 @@ class AutoregressiveAffine(keras.layers.Layer):
         super().__init__(**kwargs)
         self.ndim = check_positive_int("ndim", ndim)
         self.hidden_units = check_hidden_units(hidden_units)
-        self.log_scale_bound = check_bound(log_scale_bound)
+        self.log_scale_bound = check_real("log_scale_bound", log_scale_bound, positive=True)
         self.made = tfb.AutoregressiveNetwork(
             params=2,
             event_shape=[self.ndim],
@@ -252,7 +236,7 @@ class CouplingAffine(keras.layers.Layer):
         self.output_units = check_positive_int("output_units", output_units)
         self.hidden_units = check_hidden_units(hidden_units)
         self.shift_only = bool(shift_only)
-        self.log_scale_bound = check_bound(log_scale_bound)
+        self.log_scale_bound = check_real("log_scale_bound", log_scale_bound, positive=True)
         self.hidden = [
             keras.layers.Dense(h, activation=activation, kernel_initializer=fan_in_uniform)
             for h in self.hidden_units

@@ -36,7 +36,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook.checks import check_data, check_positive_int
+from nfbook.checks import check_data, check_positive_int, check_real
 from nfbook.training import add_guard, apply_if_finite, build_optimizer
 
 if TYPE_CHECKING:
@@ -81,16 +81,6 @@ def _check_target_values(values: Any, n: int, ndim: int, allow_minus_inf: bool) 
             f"return a large finite penalty outside it."
         )
     return array
-
-
-def _check_weight(data_weight: Any) -> float:
-    if isinstance(data_weight, bool) or not isinstance(
-            data_weight, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`data_weight` must be a number, got {data_weight!r} of type "
-                        f"{type(data_weight).__name__}.")
-    if not (np.isfinite(data_weight) and data_weight >= 0):
-        raise ValueError(f"`data_weight` must be a finite number >= 0, got {data_weight!r}.")
-    return float(data_weight)
 
 
 def check_target(target_log_prob: Any, ndim: int, probe: tf.Tensor) -> None:
@@ -376,7 +366,7 @@ def fit_reverse_kl(
         raise RuntimeError("Call compile() before fit_reverse_kl().")
     if data is not None:
         data = check_data(data, model.ndim, "data")
-    data_weight = _check_weight(data_weight)
+    data_weight = check_real("data_weight", data_weight)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     seed = check_positive_int("seed", seed, minimum=0)

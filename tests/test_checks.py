@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nfbook.checks import check_data, check_hidden_units, check_permutation, check_positive_int
+from nfbook.checks import (
+    check_data,
+    check_hidden_units,
+    check_permutation,
+    check_positive_int,
+    check_real,
+)
 
 
 def test_check_data_converts_and_keeps_values():
@@ -32,6 +38,19 @@ def test_check_positive_int():
         check_positive_int("n", True)
     with pytest.raises(ValueError, match="`n` must be an integer >= 1, got -1"):
         check_positive_int("n", -1)
+
+
+def test_check_real():
+    assert check_real("a", np.float32(0.5)) == 0.5 and type(check_real("a", np.int64(2))) is float
+    assert check_real("a", 0) == 0.0
+    with pytest.raises(ValueError, match=r"`a` must be a finite number > 0, got 0"):
+        check_real("a", 0, positive=True)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"`a` must be a finite number >= 0"):
+            check_real("a", bad)
+    for bad in (True, "1", 1j, np.complex64(1), None):
+        with pytest.raises(TypeError, match="`a` must be a real number"):
+            check_real("a", bad)
 
 
 def test_check_hidden_units():

@@ -158,7 +158,7 @@ def test_bad_data_weight_and_seed_raise_clear_errors():
     for bad in (-1.0, np.inf, np.nan):
         with pytest.raises(ValueError, match="`data_weight` must be a finite number >= 0"):
             fit(data=np.zeros((4, 2)), data_weight=bad)
-    with pytest.raises(TypeError, match="`data_weight` must be a number, got '1'"):
+    with pytest.raises(TypeError, match="`data_weight` must be a real number, got '1'"):
         fit(data_weight="1")
     with pytest.raises(ValueError, match="`seed` must be an integer >= 0, got -1"):
         fit(seed=-1)

@@ -1,5 +1,5 @@
 """Where FlowModel's training time goes: the one-pass density, the in-graph step loop, the
-optimizer and the graph optimizer.
+optimizer, the graph optimizer, the NaN guard and the weight averaging.
 
 Trains ``nfbook.maf(2)`` in ``nfbook.FlowModel`` on ``moons(10000, seed=0)`` for a few epochs
 and times (a) the first epoch, tracing and graph optimisation included, and (b) the median of
@@ -20,7 +20,11 @@ the later epochs, for every combination of
   (``FlowModel.compile``'s default since ``nfbook.training.resolve_optimizer``);
 - TensorFlow's graph optimizer, Grappler, on (TensorFlow's default, and always for Keras's
   own loops) or off for nfbook's loop (``FlowModel.compile(optimize_graph=False)``, the
-  default: :func:`nfbook.training.without_graph_optimizer`).
+  default: :func:`nfbook.training.without_graph_optimizer`);
+- and, for FlowModel's defaults only, the price of two of its features: the weight averaging
+  switched off (``FlowModel(..., average_weights=False)``), the NaN guard switched off (every
+  update applied, even a non-finite one: :func:`nfbook.training.apply_if_finite` replaced by a
+  plain ``apply_gradients``, for measuring only; nfbook has no such switch), or both.
 
 Every measurement runs in a fresh Python process (tracing caches are per process), all of them
 in turn ``--repeats`` times; the table gives medians and the ratio to the first row, all from one
@@ -48,10 +52,12 @@ LOOPS = {"keras-1": "Keras, 1 step per call", "keras-100": "Keras, 100 steps per
          "nfbook-100": "nfbook, 100 steps per call"}
 OPTIMIZERS = {"adam": "Adam", "fused": "legacy Adam (fused)"}
 GRAPH = {"grappler": "on", "plain": "off"}
+FEATURES = {"both": "both on", "no-average": "averaging off", "no-guard": "guard off (unsafe)",
+            "neither": "both off (unsafe)"}
 
 
-def measure(density: str, loop: str, optimizer: str, graph: str, batch_size: int,
-            epochs: int) -> dict[str, float]:
+def measure(density: str, loop: str, optimizer: str, graph: str, features: str,
+            batch_size: int, epochs: int) -> dict[str, float]:
     """Train once in this process; return the first epoch's and the later epochs' seconds."""
     import numpy as np
     import tensorflow as tf
@@ -76,6 +82,15 @@ def measure(density: str, loop: str, optimizer: str, graph: str, batch_size: int
     if loop.startswith("keras"):
         Model.make_train_function = keras.Model.make_train_function
 
+    if features in ("no-guard", "neither"):
+        def apply_always(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor,
+                         gradients: list, variables: list, halted: object = False) -> tf.Tensor:
+            optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables)
+                                       if g is not None])
+            return tf.constant(0.0)
+
+        nfbook.model.apply_if_finite = apply_always
+
     class EpochEnds(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
@@ -86,7 +101,7 @@ def measure(density: str, loop: str, optimizer: str, graph: str, batch_size: int
 
     nfbook.set_seed(0)
     data = nfbook.data.moons(10000, seed=0)
-    model = Model(nfbook.maf(2), ndim=2)
+    model = Model(nfbook.maf(2), ndim=2, average_weights=features in ("both", "no-guard"))
     adam = keras.optimizers.legacy.Adam if optimizer == "fused" else keras.optimizers.Adam
     model.compile(optimizer=adam(1e-3), steps_per_execution=int(loop.rsplit("-", 1)[1]),
                   optimize_graph=graph == "grappler")
@@ -99,16 +114,17 @@ def measure(density: str, loop: str, optimizer: str, graph: str, batch_size: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 1024])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 1024])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", nargs=5,
-                        metavar=("DENSITY", "LOOP", "OPTIMIZER", "GRAPH", "BATCH"),
+    parser.add_argument("--child", nargs=6,
+                        metavar=("DENSITY", "LOOP", "OPTIMIZER", "GRAPH", "FEATURES", "BATCH"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        density, loop, optimizer, graph, batch = args.child
-        print(json.dumps(measure(density, loop, optimizer, graph, int(batch), args.epochs)))
+        density, loop, optimizer, graph, features, batch = args.child
+        print(json.dumps(measure(density, loop, optimizer, graph, features, int(batch),
+                                 args.epochs)))
         return
 
     import numpy as np
@@ -121,18 +137,21 @@ def main() -> None:
         "call to `fit` to the end of the first epoch, tracing included. Ratios: the first "
         "row's seconds over the row's.",
         "",
-        "| batch | density | loop | optimizer | Grappler | first epoch (s) "
-        "| later epochs (s/epoch) | first-epoch ratio | per-epoch ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| batch | density | loop | optimizer | Grappler | NaN guard, averaging "
+        "| first epoch (s) | later epochs (s/epoch) | first-epoch ratio | per-epoch ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    combos = [("tfp", "keras-1", "adam", "grappler"), ("tfp", "keras-100", "adam", "grappler"),
-              ("tfp", "nfbook-100", "adam", "grappler"),
-              ("one-pass", "keras-1", "adam", "grappler"),
-              ("one-pass", "nfbook-100", "adam", "grappler"),
-              ("one-pass", "nfbook-100", "fused", "grappler"),
-              ("one-pass-tfp-parts", "nfbook-100", "fused", "plain"),
-              ("one-pass", "nfbook-100", "fused", "plain")]
-    runs: dict[tuple[int, str, str, str, str], list[dict[str, float]]] = {}
+    combos = [("tfp", "keras-1", "adam", "grappler", "both"),
+              ("tfp", "keras-100", "adam", "grappler", "both"),
+              ("tfp", "nfbook-100", "adam", "grappler", "both"),
+              ("one-pass", "keras-1", "adam", "grappler", "both"),
+              ("one-pass", "nfbook-100", "adam", "grappler", "both"),
+              ("one-pass", "nfbook-100", "fused", "grappler", "both"),
+              ("one-pass-tfp-parts", "nfbook-100", "fused", "plain", "both"),
+              ("one-pass", "nfbook-100", "fused", "plain", "both")]
+    combos += [("one-pass", "nfbook-100", "fused", "plain", features)
+               for features in ("no-average", "no-guard", "neither")]
+    runs: dict[tuple[int, str, str, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row
         for batch in args.batch_sizes:
             for combo in combos:
@@ -147,10 +166,11 @@ def main() -> None:
                  float(np.median([r["first"] for r in runs[(batch, *combo)]])),
                  float(np.median([r["later"] for r in runs[(batch, *combo)]])))
                 for combo in combos]
-        first0, later0 = rows[0][4], rows[0][5]
-        for density, loop, optimizer, graph, first, later in rows:
+        first0, later0 = rows[0][5], rows[0][6]
+        for density, loop, optimizer, graph, features, first, later in rows:
             lines.append(f"| {batch} | {DENSITIES[density]} | {LOOPS[loop]} "
-                         f"| {OPTIMIZERS[optimizer]} | {GRAPH[graph]} | {fmt(first, 2)} "
+                         f"| {OPTIMIZERS[optimizer]} | {GRAPH[graph]} | {FEATURES[features]} "
+                         f"| {fmt(first, 2)} "
                          f"| {fmt(later, 3)} | {fmt(first0 / first, 2)}x "
                          f"| {fmt(later0 / later, 2)}x |")
     print("\n".join(lines))

@@ -22,9 +22,11 @@ the later epochs, for every combination of
   own loops) or off for nfbook's loop (``FlowModel.compile(optimize_graph=False)``, the
   default: :func:`nfbook.training.without_graph_optimizer`);
 - and, for FlowModel's defaults only, the price of two of its features: the weight averaging
-  switched off (``FlowModel(..., average_weights=False)``), the NaN guard switched off (every
-  update applied, even a non-finite one: :func:`nfbook.training.apply_if_finite` replaced by a
-  plain ``apply_gradients``, for measuring only; nfbook has no such switch), or both.
+  switched off (``FlowModel(..., average_weights=False)``), the NaN guard switched off (no
+  copy of the model's state kept every 100 steps, so a non-finite step would stop training
+  but not be undone: :class:`nfbook.training.RollBackOnNonFinite` replaced by the plain
+  :class:`nfbook.training.StopOnNonFinite`, for measuring only; nfbook has no such switch),
+  or both.
 
 Every measurement runs in a fresh Python process (tracing caches are per process), all of them
 in turn ``--repeats`` times; the table gives medians and the ratio to the first row, all from one
@@ -83,13 +85,10 @@ def measure(density: str, loop: str, optimizer: str, graph: str, features: str,
         Model.make_train_function = keras.Model.make_train_function
 
     if features in ("no-guard", "neither"):
-        def apply_always(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor,
-                         gradients: list, variables: list, halted: object = False) -> tf.Tensor:
-            optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables)
-                                       if g is not None])
-            return tf.constant(0.0)
+        def stop_only(kwargs: dict, state: object = None) -> nfbook.training.StopOnNonFinite:
+            return nfbook.training.add_guard(kwargs)
 
-        nfbook.model.apply_if_finite = apply_always
+        nfbook.model.add_guard = stop_only
 
     class EpochEnds(keras.callbacks.Callback):
         def __init__(self) -> None:

@@ -21,8 +21,9 @@ from nfbook.training import (
     AverageWeightsEachEpoch,
     WeightAverage,
     add_guard,
-    apply_if_finite,
     build_optimizer,
+    non_finite_step,
+    optimizer_variables,
     resolve_optimizer,
     step_loop,
 )
@@ -258,8 +259,8 @@ class FlowModel(keras.Model):
             which makes an epoch at batch size 32 about twice as fast
             (``benchmarks/training_speed.py``). Batch-level callbacks and the progress bar then see
             every 100th batch (and the last of each epoch); epoch-level callbacks are
-            unchanged. Pass 1 for a callback after every batch. After a non-finite step the
-            rest of that call applies no update.
+            unchanged. Pass 1 for a callback after every batch. A non-finite step ends
+            training after the call that ran it (see :meth:`fit`).
         optimize_graph : bool
             Let TensorFlow's graph optimizer (Grappler) rewrite the compiled training and
             evaluation functions when they are first called. Off by default: for flows of the
@@ -290,8 +291,10 @@ class FlowModel(keras.Model):
             log_prob = self(x, training=True)
             loss = -tf.reduce_mean(log_prob)
         gradients = tape.gradient(loss, variables)
-        skipped = apply_if_finite(self.optimizer, loss, gradients, variables,
-                                  halted=self.skipped_steps.result() > 0)
+        # Every update is applied: fit's RollBackOnNonFinite undoes a non-finite one.
+        skipped = non_finite_step(loss, gradients, halted=self.skipped_steps.result() > 0)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
         if self.weight_average is not None:
             self.weight_average.update()
         finite = tf.equal(skipped, 0.0)
@@ -346,10 +349,13 @@ class FlowModel(keras.Model):
         """Train on data ``x`` by maximum likelihood; same options as ``keras.Model.fit``.
 
         NumPy data (``x`` and ``validation_data``) is checked first: shape ``(n, ndim)``,
-        real numbers, at least one row, no NaN or infinity. A batch whose loss or gradient
-        is not finite is not applied: training stops there, the model keeps the weights of
-        the last finite step (with ``average_weights``, their moving average over the finite
-        steps), and :class:`~nfbook.training.NonFiniteLossError` says so.
+        real numbers, at least one row, no NaN or infinity. If the loss or a gradient of a
+        batch is not finite, training stops after the compiled call that ran it and the
+        model goes back to its state from before that call (with fewer than 100 steps per
+        call, from at most 99 finite steps before the bad one): weights, batch-norm
+        statistics, optimizer state and moving average
+        (:class:`~nfbook.training.RollBackOnNonFinite`), so no callback sees a NaN weight.
+        :class:`~nfbook.training.NonFiniteLossError` says how many updates were undone.
 
         Parameters
         ----------
@@ -394,7 +400,7 @@ class FlowModel(keras.Model):
         if self.weight_average is not None:  # first, so the others see the averaged weights
             kwargs["callbacks"] = [AverageWeightsEachEpoch(self.weight_average),
                                    *(kwargs.get("callbacks") or [])]
-        guard = add_guard(kwargs)
+        guard = add_guard(kwargs, self._rollback_state)
         build_optimizer(self.optimizer, self.trainable_variables)
         unknown = not _size_known(x, kwargs.get("steps_per_epoch")) or (
             validation is not None
@@ -403,9 +409,19 @@ class FlowModel(keras.Model):
             history = super().fit(x, **kwargs)
         guard.raise_if_stopped(
             "the NLL of a batch", "Standardise the data or lower the learning rate.",
-            "the weights are those of the last finite step" if self.weight_average is None
-            else "the model holds the moving average of the weights over the finite steps")
+            "the model holds the weights it had before" if self.weight_average is None
+            else "the model holds the moving average of the weights it had before")
         return history
+
+    def _rollback_state(self) -> list[tf.Variable]:
+        """Every variable that a training step changes, for
+        :class:`~nfbook.training.RollBackOnNonFinite`: the
+        flow's and the base's (batch-norm statistics included), the optimizer's and the
+        moving average's."""
+        state = [*self.distribution.variables, *optimizer_variables(self.optimizer)]
+        if self.weight_average is not None:
+            state += self.weight_average.averages
+        return state
 
     def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
         """Mean NLL of ``x`` in nats, :math:`-\\frac{1}{n}\\sum_k \\log p(x_k)`.

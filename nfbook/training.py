@@ -6,11 +6,13 @@ from __future__ import annotations
 __all__ = [
     "AverageWeightsEachEpoch",
     "NonFiniteLossError",
+    "RollBackOnNonFinite",
     "StopOnNonFinite",
     "WeightAverage",
     "add_guard",
     "apply_if_finite",
     "build_optimizer",
+    "non_finite_step",
     "optimizer_variables",
     "resolve_optimizer",
     "step_loop",
@@ -31,6 +33,47 @@ class NonFiniteLossError(FloatingPointError):
     when the loss of a batch became NaN or infinite."""
 
 
+def non_finite_step(
+    loss: tf.Tensor,
+    gradients: Sequence[tf.Tensor | None],
+    halted: tf.Tensor | bool = False,
+) -> tf.Tensor:
+    """Whether a training step must not count: its loss or a gradient is NaN or infinite.
+
+    Parameters
+    ----------
+    loss : tf.Tensor
+        The scalar loss of the batch.
+    gradients : sequence of tf.Tensor or None
+        Its gradients (``None`` entries are ignored).
+    halted : bool or tf.Tensor
+        Count the step whatever its loss: an earlier step of the epoch was not finite.
+
+    Returns
+    -------
+    tf.Tensor
+        A float32 scalar, ``1.0`` for a non-finite (or halted) step and ``0.0`` otherwise (sum
+        it in a ``keras.metrics.Sum`` named ``"skipped_steps"`` for :class:`StopOnNonFinite`).
+
+    Examples
+    --------
+    >>> float(non_finite_step(tf.constant(1.0), [tf.constant([0.0, float("inf")]), None]))
+    1.0
+    >>> float(non_finite_step(tf.constant(1.0), [tf.constant([0.0, 2.0])]))
+    0.0
+    """
+    # One test over all numbers of a dtype (no cast, which could overflow): a test per gradient
+    # adds four operations per variable to the graph traced and optimised before the first step.
+    flat: dict[tf.DType, list[tf.Tensor]] = {}
+    vector = tf.constant([-1])  # one shape constant for every reshape
+    for tensor in [loss, *(g for g in gradients if g is not None)]:
+        flat.setdefault(tensor.dtype, []).append(tf.reshape(tensor, vector))
+    finite = tf.logical_not(halted)
+    for values in flat.values():
+        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.concat(values, 0))))
+    return 1.0 - tf.cast(finite, tf.float32)
+
+
 def apply_if_finite(
     optimizer: keras.optimizers.Optimizer,
     loss: tf.Tensor,
@@ -40,8 +83,11 @@ def apply_if_finite(
 ) -> tf.Tensor:
     """Apply ``gradients`` only if ``loss`` and every gradient are finite.
 
-    One NaN in one step would otherwise turn every weight to NaN, and no callback can undo
-    that afterwards. Works eagerly and inside a ``tf.function`` train step.
+    One NaN in one step would otherwise turn every weight to NaN. Works eagerly and inside a
+    ``tf.function`` train step. The test must see every gradient of the step before any
+    update starts, which costs the time the updates of the last layers could have overlapped
+    with the gradients of the first; :class:`RollBackOnNonFinite` guards
+    :meth:`nfbook.FlowModel.fit` without that wait.
 
     Parameters
     ----------
@@ -61,9 +107,8 @@ def apply_if_finite(
     Returns
     -------
     tf.Tensor
-        A float32 scalar: ``0.0`` when the update was applied, ``1.0`` when it was skipped
-        (sum it in a ``keras.metrics.Sum`` named ``"skipped_steps"`` for
-        :class:`StopOnNonFinite`).
+        :func:`non_finite_step`: ``0.0`` when the update was applied, ``1.0`` when it was
+        skipped.
 
     Examples
     --------
@@ -75,21 +120,13 @@ def apply_if_finite(
     1.0
     """
     pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-    # One test over all numbers of a dtype (no cast, which could overflow): a test per gradient
-    # adds four operations per variable to the graph traced and optimised before the first step.
-    flat: dict[tf.DType, list[tf.Tensor]] = {}
-    vector = tf.constant([-1])  # one shape constant for every reshape
-    for tensor in [loss, *(g for g, _ in pairs)]:
-        flat.setdefault(tensor.dtype, []).append(tf.reshape(tensor, vector))
-    finite = tf.logical_not(halted)
-    for values in flat.values():
-        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.concat(values, 0))))
+    skipped = non_finite_step(loss, gradients, halted)
 
     def apply() -> tf.Tensor:
         optimizer.apply_gradients(pairs)
         return tf.constant(0.0)
 
-    return tf.cond(finite, apply, lambda: tf.constant(1.0))
+    return tf.cond(tf.equal(skipped, 0.0), apply, lambda: tf.constant(1.0))
 
 
 def build_optimizer(optimizer: Any, variables: Sequence[tf.Variable]) -> list[tf.Variable]:
@@ -299,6 +336,10 @@ class StopOnNonFinite(keras.callbacks.Callback):
             self.stopped_epoch = self.epoch + 1
             self.model.stop_training = True
 
+    def outcome(self, weights: str) -> str:
+        """What happened to the non-finite update, as a clause ending in ``weights``."""
+        return f"that update was not applied and {weights}"
+
     def raise_if_stopped(self, what: str, advice: str,
                          weights: str = "the weights are those of the last finite step") -> None:
         """Raise :class:`NonFiniteLossError` if training was stopped.
@@ -320,15 +361,100 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if self.stopped_epoch is not None:
             raise NonFiniteLossError(
                 f"Training stopped in epoch {self.stopped_epoch}: {what} became NaN or "
-                f"infinite, so that update was not applied and {weights}. {advice} The "
-                "history so far is in model.history."
+                f"infinite, so {self.outcome(weights)}. {advice} The history so far is in "
+                "model.history."
             )
 
 
-def add_guard(kwargs: dict[str, Any]) -> StopOnNonFinite:
-    """Append a new :class:`StopOnNonFinite` to ``kwargs["callbacks"]`` and return it."""
-    guard = StopOnNonFinite()
-    kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), guard]
+class RollBackOnNonFinite(StopOnNonFinite):
+    """Stop training at the first non-finite step and undo it, with the steps since a copy.
+
+    The training steps apply every update, finite or not, and only count the non-finite ones
+    (:func:`non_finite_step`): no update waits for the finiteness test of the whole step, as
+    in :func:`apply_if_finite`, which makes training faster (``benchmarks/training_speed.py``).
+    This callback makes up for it. Before a compiled call of the training function that
+    starts ``interval`` steps or more after its last copy (and before the first), it keeps the
+    values of ``state``; after a call that reports a non-finite step, it writes them back,
+    before any later callback sees the model, and stops training. Undone are the non-finite
+    step, the finite steps since the copy (at most ``max(interval, steps_per_execution) - 1``,
+    counted in :attr:`undone`) and any after it in the same call. It must come first in the
+    callback list.
+
+    Parameters
+    ----------
+    state : callable
+        Returns every variable that training changes and that must be restored: the model's
+        weights and statistics, the optimizer's variables, any moving average. Called at the
+        start of each ``fit``.
+    interval : int
+        Steps between copies; each copy reads every variable once (about 1 ms for
+        ``nfbook.maf(2)`` and its Adam state on a CPU), so that it costs little next to 100
+        steps.
+    """
+
+    def __init__(self, state: Callable[[], Sequence[tf.Variable]], interval: int = 100) -> None:
+        super().__init__()
+        self.state = state
+        self.interval = interval
+        self.variables: list[tf.Variable] = []
+        self.copy: list[tf.Tensor] | None = None
+        self.steps_since_copy = 0
+        self.first_batch = 0
+        self.undone = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.variables = list(self.state())
+        self.copy = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.copy is None or self.steps_since_copy >= self.interval:
+            # A read shares the variable's buffer; the next update in place copies it first.
+            self.copy = [tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
+                         for v in self.variables]
+            self.steps_since_copy = 0
+        self.first_batch = batch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = batch - self.first_batch + 1  # Keras numbers the last batch of the call
+        if self.stopped_epoch is not None:
+            return
+        super().on_train_batch_end(batch, logs)
+        if self.stopped_epoch is None:
+            self.steps_since_copy += steps
+            return
+        # No earlier call of this epoch had a non-finite step, so the epoch's count of
+        # skipped steps runs from this call's first non-finite step to its end.
+        self.undone = self.steps_since_copy + steps - int(logs["skipped_steps"])
+        for variable, value in zip(self.variables, self.copy):
+            variable.assign(value)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.copy = None  # free the memory
+
+    def outcome(self, weights: str) -> str:
+        if self.undone == 0:
+            return f"that update was undone and {weights} it"
+        plural = "s" if self.undone > 1 else ""
+        return (f"that update was undone, with the {self.undone} finite update{plural} "
+                f"before it, and {weights} them")
+
+
+def add_guard(kwargs: dict[str, Any],
+              state: Callable[[], Sequence[tf.Variable]] | None = None) -> StopOnNonFinite:
+    """Add a guard against non-finite steps to ``kwargs["callbacks"]`` and return it.
+
+    Without ``state``, a :class:`StopOnNonFinite` at the end of the list (for training steps
+    that use :func:`apply_if_finite`); with it, a :class:`RollBackOnNonFinite` at the front
+    (for training steps that apply every update and count non-finite ones with
+    :func:`non_finite_step`).
+    """
+    callbacks = list(kwargs.get("callbacks") or [])
+    if state is None:
+        guard = StopOnNonFinite()
+        kwargs["callbacks"] = [*callbacks, guard]
+    else:
+        guard = RollBackOnNonFinite(state)
+        kwargs["callbacks"] = [guard, *callbacks]
     return guard
 
 

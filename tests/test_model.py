@@ -233,43 +233,99 @@ def test_a_keras3_layer_inside_the_flow_is_refused():
         nfbook.FlowModel(flow, ndim=2)
 
 
-def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_finite_weights():
-    # Log of a negative coordinate is NaN: the first batch's loss is not finite.
-    flow = tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,), num_layers=2)])
-    model = nfbook.FlowModel(flow, ndim=2)
-    model.compile()
-    weights = [w.numpy().copy() for w in model.trainable_variables]
-    data = np.abs(np.random.default_rng(0).normal(size=(64, 2))).astype(np.float32) + 0.1
-    data[40:] *= -1.0  # the second batch holds negative values
+def positive_data_with_negative_batches(batches, batch_size, negative):
+    """Positive points, batch by batch, but those of the batches numbered in `negative`: the
+    flow below takes their log, so their loss is NaN."""
+    data = np.abs(np.random.default_rng(0).normal(size=(batches * batch_size, 2))) + 0.1
+    for batch in negative:
+        data[batch * batch_size:(batch + 1) * batch_size] *= -1.0
+    return data.astype(np.float32)
+
+
+def log_then_realnvp(average_weights=True, batch_norm=False, **compile_kwargs):
+    nfbook.set_seed(0)
+    flow = tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,), num_layers=2,
+                                                 batch_norm=batch_norm)])
+    model = nfbook.FlowModel(flow, ndim=2, average_weights=average_weights)
+    model.compile(**compile_kwargs)
+    return model
+
+
+def values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def test_a_non_finite_step_stops_training_and_undoes_the_steps_of_its_call():
+    # Two batches of 32 in one compiled call (100 steps per call); the second is NaN.
+    data = positive_data_with_negative_batches(2, 32, negative=[1])
+    model = log_then_realnvp()
+    weights = values(model.trainable_variables)
     with pytest.raises(nfbook.NonFiniteLossError,
-                       match="Training stopped in epoch 1.*moving average of the weights"):
+                       match="Training stopped in epoch 1: .* undone, with the 1 finite update "
+                             "before it, and the model holds the moving average of the "
+                             "weights it had before them"):
         model.fit(data, epochs=3, batch_size=32, shuffle=False, verbose=0)
-    changed = [not np.array_equal(a, w) for a, w in zip(weights, model.trainable_variables)]
-    assert any(changed)  # the first, finite batch was applied
-    assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_variables)
-    assert model.history.history == {} or np.isfinite(model.history.history["loss"]).all()
+    for before, after in zip(weights, model.trainable_variables):
+        np.testing.assert_array_equal(after.numpy(), before)
+    assert model.history.history["skipped_steps"] == [1.0]
+    assert np.isfinite(model.history.history["loss"]).all()
 
 
-def test_steps_after_a_non_finite_one_are_not_applied_within_an_execution():
-    # Four steps run per compiled call; the second is NaN, the third and fourth are finite.
-    data = np.abs(np.random.default_rng(0).normal(size=(64, 2))).astype(np.float32) + 0.1
-    data[16:32] *= -1.0
-
-    def model_before_training(**compile_kwargs):
-        nfbook.set_seed(0)
-        flow = tfb.Chain([tfb.Exp(), nfbook.realnvp(2, hidden_units=(8,), num_layers=2)])
-        model = nfbook.FlowModel(flow, ndim=2, average_weights=False)
-        model.compile(**compile_kwargs)
-        return model
-
-    first_step_only = model_before_training()
-    first_step_only.fit(data[:16], epochs=1, batch_size=16, verbose=0)
-    model = model_before_training(steps_per_execution=4)
-    with pytest.raises(nfbook.NonFiniteLossError, match="those of the last finite step"):
+def test_steps_after_a_non_finite_one_are_undone_with_the_rest():
+    # Four steps per compiled call, one copy per 100 steps: the sixth step is NaN, so the
+    # second call undoes its own steps and the first call's, back to the untrained model.
+    data = positive_data_with_negative_batches(8, 16, negative=[5])
+    untrained = values(log_then_realnvp(average_weights=False).trainable_variables)
+    model = log_then_realnvp(average_weights=False, steps_per_execution=4)
+    with pytest.raises(nfbook.NonFiniteLossError, match="with the 5 finite updates before it"):
         model.fit(data, epochs=1, batch_size=16, shuffle=False, verbose=0)
-    for expected, got in zip(first_step_only.trainable_variables, model.trainable_variables):
+    for expected, got in zip(untrained, model.trainable_variables):
+        np.testing.assert_array_equal(got.numpy(), expected)
+    assert model.history.history["skipped_steps"] == [3.0]  # steps 6 to 8
+
+
+def test_with_one_step_per_call_a_copy_is_kept_every_100_steps():
+    data = positive_data_with_negative_batches(150, 4, negative=[130])
+    hundred_steps = log_then_realnvp(average_weights=False, steps_per_execution=1)
+    hundred_steps.fit(data[:400], epochs=1, batch_size=4, shuffle=False, verbose=0)
+    model = log_then_realnvp(average_weights=False, steps_per_execution=1)
+    with pytest.raises(nfbook.NonFiniteLossError, match="with the 30 finite updates before"):
+        model.fit(data, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    for expected, got in zip(hundred_steps.trainable_variables, model.trainable_variables):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
-    assert model.history.history["skipped_steps"] == [3.0]
+
+
+def test_the_optimizer_state_and_batch_norm_statistics_are_restored_too():
+    data = positive_data_with_negative_batches(6, 16, negative=[4])
+    model = log_then_realnvp(batch_norm=True, steps_per_execution=3)
+    model.fit(data[:48], epochs=1, batch_size=16, shuffle=False, verbose=0)  # one finite call
+    state = model._rollback_state()
+    statistics = [v for v in model.non_trainable_variables if "moving" in v.name]
+    assert statistics and set(map(id, statistics)) <= set(map(id, state))
+    assert set(map(id, nfbook.training.optimizer_variables(model.optimizer))) <= set(
+        map(id, state))
+    before = values(state)
+    with pytest.raises(nfbook.NonFiniteLossError, match="with the 1 finite update"):
+        model.fit(data[48:], epochs=1, batch_size=16, shuffle=False, verbose=0)
+    for expected, variable in zip(before, state):
+        np.testing.assert_array_equal(variable.numpy(), expected)
+
+
+def test_no_callback_sees_the_weights_of_a_non_finite_step():
+    class RecordFiniteness(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.finite = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.finite.append(all(np.isfinite(w.numpy()).all() for w in self.model.weights))
+
+    data = positive_data_with_negative_batches(4, 16, negative=[2])
+    model = log_then_realnvp(steps_per_execution=1)
+    record = RecordFiniteness()
+    with pytest.raises(nfbook.NonFiniteLossError):
+        model.fit(data, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[record])
+    assert record.finite == [True, True, True]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

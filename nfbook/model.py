@@ -409,8 +409,8 @@ class FlowModel(keras.Model):
             history = super().fit(x, **kwargs)
         guard.raise_if_stopped(
             "the NLL of a batch", "Standardise the data or lower the learning rate.",
-            "the model holds the weights it had before" if self.weight_average is None
-            else "the model holds the moving average of the weights it had before")
+            "the weights" if self.weight_average is None
+            else "the moving average of the weights")
         return history
 
     def _rollback_state(self) -> list[tf.Variable]:

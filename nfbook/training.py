@@ -318,7 +318,8 @@ def without_graph_optimizer() -> Iterator[None]:
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stop training at the first batch whose update was skipped for a non-finite loss.
 
-    It watches the ``"skipped_steps"`` entry of the batch logs (see :func:`apply_if_finite`);
+    It watches the ``"skipped_steps"`` entry of the batch logs (see :func:`apply_if_finite`
+    and :func:`non_finite_step`);
     after ``fit`` returns, :meth:`raise_if_stopped` turns a stop into
     :class:`NonFiniteLossError`.
     """
@@ -337,7 +338,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def outcome(self, weights: str) -> str:
-        """What happened to the non-finite update, as a clause ending in ``weights``."""
+        """What happened, as a clause ending in ``weights``, which says what the model
+        holds now."""
         return f"that update was not applied and {weights}"
 
     def raise_if_stopped(self, what: str, advice: str,
@@ -351,7 +353,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         advice : str
             What the user may do about it, one or more full sentences.
         weights : str
-            Which weights the model holds now, as a clause.
+            Which weights the model holds now, as :meth:`outcome` takes it.
 
         Raises
         ------
@@ -372,13 +374,13 @@ class RollBackOnNonFinite(StopOnNonFinite):
     The training steps apply every update, finite or not, and only count the non-finite ones
     (:func:`non_finite_step`): no update waits for the finiteness test of the whole step, as
     in :func:`apply_if_finite`, which makes training faster (``benchmarks/training_speed.py``).
-    This callback makes up for it. Before a compiled call of the training function that
-    starts ``interval`` steps or more after its last copy (and before the first), it keeps the
-    values of ``state``; after a call that reports a non-finite step, it writes them back,
-    before any later callback sees the model, and stops training. Undone are the non-finite
-    step, the finite steps since the copy (at most ``max(interval, steps_per_execution) - 1``,
-    counted in :attr:`undone`) and any after it in the same call. It must come first in the
-    callback list.
+    This callback makes up for it. Before the first compiled call of the training function,
+    and before any call that would take the steps since the last copy beyond ``interval``, it
+    keeps the values of ``state``; after a call that reports a non-finite step, it writes them
+    back, before any later callback sees the model, and stops training. Undone are the
+    non-finite step, the finite steps since the copy (at most
+    ``max(interval, steps_per_execution) - 1``, counted in ``undone``) and any after it in the
+    same call. It must come first in the callback list.
 
     Parameters
     ----------
@@ -407,7 +409,10 @@ class RollBackOnNonFinite(StopOnNonFinite):
         self.copy = None
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.copy is None or self.steps_since_copy >= self.interval:
+        # Keras sets the size of the coming call (smaller for the last of an epoch).
+        size = getattr(self.model, "_steps_per_execution", None)
+        size = 1 if size is None else int(size.numpy())
+        if self.copy is None or self.steps_since_copy + size > self.interval:
             # A read shares the variable's buffer; the next update in place copies it first.
             self.copy = [tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
                          for v in self.variables]
@@ -432,11 +437,13 @@ class RollBackOnNonFinite(StopOnNonFinite):
         self.copy = None  # free the memory
 
     def outcome(self, weights: str) -> str:
+        """What happened, as a clause; ``weights`` names what the model holds, e.g. ``"the
+        weights"``."""
         if self.undone == 0:
-            return f"that update was undone and {weights} it"
+            return f"that update was undone and the model holds {weights} from before it"
         plural = "s" if self.undone > 1 else ""
         return (f"that update was undone, with the {self.undone} finite update{plural} "
-                f"before it, and {weights} them")
+                f"before it, and the model holds {weights} from before them")
 
 
 def add_guard(kwargs: dict[str, Any],

@@ -263,7 +263,7 @@ def test_a_non_finite_step_stops_training_and_undoes_the_steps_of_its_call():
     with pytest.raises(nfbook.NonFiniteLossError,
                        match="Training stopped in epoch 1: .* undone, with the 1 finite update "
                              "before it, and the model holds the moving average of the "
-                             "weights it had before them"):
+                             "weights from before them"):
         model.fit(data, epochs=3, batch_size=32, shuffle=False, verbose=0)
     for before, after in zip(weights, model.trainable_variables):
         np.testing.assert_array_equal(after.numpy(), before)

@@ -397,7 +397,7 @@ class FlowModel(keras.Model):
                 validation = validation[0]  # (x,), or (x, None) as with labelled data
             # a 1-tuple: Keras tests `if validation_data:`, ambiguous for a bare array
             kwargs["validation_data"] = (check_data(validation, self.ndim, "validation_data"),)
-        if self.weight_average is not None:  # first, so the others see the averaged weights
+        if self.weight_average is not None:  # before the user's, who see the averaged weights
             kwargs["callbacks"] = [AverageWeightsEachEpoch(self.weight_average),
                                    *(kwargs.get("callbacks") or [])]
         guard = add_guard(kwargs, self._rollback_state)
@@ -415,9 +415,8 @@ class FlowModel(keras.Model):
 
     def _rollback_state(self) -> list[tf.Variable]:
         """Every variable that a training step changes, for
-        :class:`~nfbook.training.RollBackOnNonFinite`: the
-        flow's and the base's (batch-norm statistics included), the optimizer's and the
-        moving average's."""
+        :class:`~nfbook.training.RollBackOnNonFinite`: the flow's and the base's (batch-norm
+        statistics included), the optimizer's and the moving average's."""
         state = [*self.distribution.variables, *optimizer_variables(self.optimizer)]
         if self.weight_average is not None:
             state += self.weight_average.averages

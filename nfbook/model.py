@@ -22,9 +22,9 @@ from nfbook.training import (
     WeightAverage,
     add_guard,
     build_optimizer,
-    non_finite_step,
     optimizer_variables,
     resolve_optimizer,
+    step_is_finite,
     step_loop,
 )
 
@@ -292,13 +292,12 @@ class FlowModel(keras.Model):
             loss = -tf.reduce_mean(log_prob)
         gradients = tape.gradient(loss, variables)
         # Every update is applied: fit's RollBackOnNonFinite undoes a non-finite one.
-        skipped = non_finite_step(loss, gradients, halted=self.skipped_steps.result() > 0)
+        finite = step_is_finite(loss, gradients, halted=self.skipped_steps.result() > 0)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None])
         if self.weight_average is not None:
             self.weight_average.update()
-        finite = tf.equal(skipped, 0.0)
-        self.skipped_steps.update_state(skipped)
+        self.skipped_steps.update_state(1.0 - tf.cast(finite, tf.float32))
         self.nll.update_state(tf.where(finite, -log_prob, tf.zeros_like(log_prob)),
                               sample_weight=tf.cast(finite, log_prob.dtype))
         return self._train_logs()

@@ -12,9 +12,9 @@ __all__ = [
     "add_guard",
     "apply_if_finite",
     "build_optimizer",
-    "non_finite_step",
     "optimizer_variables",
     "resolve_optimizer",
+    "step_is_finite",
     "step_loop",
     "without_graph_optimizer",
 ]
@@ -33,12 +33,12 @@ class NonFiniteLossError(FloatingPointError):
     when the loss of a batch became NaN or infinite."""
 
 
-def non_finite_step(
+def step_is_finite(
     loss: tf.Tensor,
     gradients: Sequence[tf.Tensor | None],
     halted: tf.Tensor | bool = False,
 ) -> tf.Tensor:
-    """Whether a training step must not count: its loss or a gradient is NaN or infinite.
+    """Whether a training step counts: its loss and every gradient are finite.
 
     Parameters
     ----------
@@ -47,20 +47,21 @@ def non_finite_step(
     gradients : sequence of tf.Tensor or None
         Its gradients (``None`` entries are ignored).
     halted : bool or tf.Tensor
-        Count the step whatever its loss: an earlier step of the epoch was not finite.
+        Do not count the step whatever its loss: an earlier step of the epoch was not finite.
 
     Returns
     -------
     tf.Tensor
-        A float32 scalar, ``1.0`` for a non-finite (or halted) step and ``0.0`` otherwise (sum
-        it in a ``keras.metrics.Sum`` named ``"skipped_steps"`` for :class:`StopOnNonFinite`).
+        A boolean scalar, ``False`` for a non-finite (or halted) step. A training step sums
+        ``1 - cast(finite)`` in a ``keras.metrics.Sum`` named ``"skipped_steps"`` for
+        :class:`StopOnNonFinite`.
 
     Examples
     --------
-    >>> float(non_finite_step(tf.constant(1.0), [tf.constant([0.0, float("inf")]), None]))
-    1.0
-    >>> float(non_finite_step(tf.constant(1.0), [tf.constant([0.0, 2.0])]))
-    0.0
+    >>> bool(step_is_finite(tf.constant(1.0), [tf.constant([0.0, float("inf")]), None]))
+    False
+    >>> bool(step_is_finite(tf.constant(1.0), [tf.constant([0.0, 2.0])]))
+    True
     """
     # One test over all numbers of a dtype (no cast, which could overflow): a test per gradient
     # adds four operations per variable to the graph traced and optimised before the first step.
@@ -71,7 +72,7 @@ def non_finite_step(
     finite = tf.logical_not(halted)
     for values in flat.values():
         finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.concat(values, 0))))
-    return 1.0 - tf.cast(finite, tf.float32)
+    return finite
 
 
 def apply_if_finite(
@@ -107,8 +108,8 @@ def apply_if_finite(
     Returns
     -------
     tf.Tensor
-        :func:`non_finite_step`: ``0.0`` when the update was applied, ``1.0`` when it was
-        skipped.
+        A float32 scalar: ``0.0`` when the update was applied, ``1.0`` when it was skipped
+        (:func:`step_is_finite` says which).
 
     Examples
     --------
@@ -120,13 +121,12 @@ def apply_if_finite(
     1.0
     """
     pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-    skipped = non_finite_step(loss, gradients, halted)
 
     def apply() -> tf.Tensor:
         optimizer.apply_gradients(pairs)
         return tf.constant(0.0)
 
-    return tf.cond(tf.equal(skipped, 0.0), apply, lambda: tf.constant(1.0))
+    return tf.cond(step_is_finite(loss, gradients, halted), apply, lambda: tf.constant(1.0))
 
 
 def build_optimizer(optimizer: Any, variables: Sequence[tf.Variable]) -> list[tf.Variable]:
@@ -319,7 +319,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
     """Stop training at the first batch whose update was skipped for a non-finite loss.
 
     It watches the ``"skipped_steps"`` entry of the batch logs (see :func:`apply_if_finite`
-    and :func:`non_finite_step`);
+    and :func:`step_is_finite`);
     after ``fit`` returns, :meth:`raise_if_stopped` turns a stop into
     :class:`NonFiniteLossError`.
     """
@@ -372,7 +372,7 @@ class RollBackOnNonFinite(StopOnNonFinite):
     """Stop training at the first non-finite step and undo it, with the steps since a copy.
 
     The training steps apply every update, finite or not, and only count the non-finite ones
-    (:func:`non_finite_step`): no update waits for the finiteness test of the whole step, as
+    (:func:`step_is_finite`): no update waits for the finiteness test of the whole step, as
     in :func:`apply_if_finite`, which makes training faster (``benchmarks/training_speed.py``).
     This callback makes up for it. Before the first compiled call of the training function,
     and before any call that would take the steps since the last copy beyond ``interval``, it
@@ -420,9 +420,9 @@ class RollBackOnNonFinite(StopOnNonFinite):
         self.first_batch = batch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        steps = batch - self.first_batch + 1  # Keras numbers the last batch of the call
         if self.stopped_epoch is not None:
             return
+        steps = batch - self.first_batch + 1  # Keras numbers the last batch of the call
         super().on_train_batch_end(batch, logs)
         if self.stopped_epoch is None:
             self.steps_since_copy += steps
@@ -453,7 +453,7 @@ def add_guard(kwargs: dict[str, Any],
     Without ``state``, a :class:`StopOnNonFinite` at the end of the list (for training steps
     that use :func:`apply_if_finite`); with it, a :class:`RollBackOnNonFinite` at the front
     (for training steps that apply every update and count non-finite ones with
-    :func:`non_finite_step`).
+    :func:`step_is_finite`).
     """
     callbacks = list(kwargs.get("callbacks") or [])
     if state is None:

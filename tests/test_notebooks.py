@@ -2,9 +2,10 @@
 
 Each chapter must open with the same Colab install cell (installing from the repository URL of
 _config.yml), have a title without a typed number (the table of contents numbers it), an
-"Audience and objectives" box, a hidden set-up cell that seeds and styles, asserts behind its claims, a summary, and exercises each followed by a
-dropdown solution and a hidden, asserting solution cell; it must be stored without outputs,
-cite only keys of references.bib, and never use `tf.keras` outside a Keras 3 demonstration.
+"Audience and objectives" box, a hidden set-up cell that seeds and styles, asserts behind its
+claims, a summary, and exercises each followed by a dropdown solution and a hidden, asserting
+solution cell; it must be stored without outputs, cite only keys of references.bib, and never use
+`tf.keras` outside a Keras 3 demonstration.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 # nfbook: build the book and run every check.
 #
 #   make book    build the book, every notebook executed, into _build/html
-#   make test    ruff, unit tests + doctests, nbval over every notebook, book build, page checks
+#   make test    ruff, unit tests + doctests, nbval over every notebook, book build, page checks,
+#                and the Colab leg (make colab)
 #
 # Both create .venv on first use (PYTHON=python3.11 make ... picks the interpreter) and reinstall
 # it when requirements.txt or pyproject.toml change. Other targets: lint, unit, nbval, pages,
-# screenshots, clean, distclean.
+# colab, screenshots, clean, distclean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,17 +20,26 @@ STAMP := $(VENV)/.installed
 HTML := _build/html
 PYTEST := $(BIN)/python -m pytest -rs
 
+# The Colab leg: Python 3.13 with Colab's own TensorFlow stack (requirements-colab.txt). A
+# python3.13 on PATH is used if it runs, else pyenv's newest 3.13.
+COLAB_VENV := .venv-colab
+COLAB_BIN := $(CURDIR)/$(COLAB_VENV)/bin
+COLAB_STAMP := $(COLAB_VENV)/.installed
+COLAB_PYTHON ?= $(shell python3.13 -c 'import sys' >/dev/null 2>&1 && echo python3.13 || \
+  ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
+
 export TF_CPP_MIN_LOG_LEVEL := 2
 # Silence ipykernel's "frozen modules" debugger warning in every kernel.
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # Tools and notebook kernels find the virtualenv's interpreter first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv book test lint unit nbval pages chromium screenshots clean distclean
+.PHONY: help venv book test lint unit nbval pages colab chromium screenshots clean distclean
 
 help:
 	@echo "make book       build the book (every notebook executed) into $(HTML)"
-	@echo "make test       ruff, unit tests + doctests, nbval, book build, rendered-page checks"
+	@echo "make test       ruff, unit tests + doctests, nbval, book build, rendered-page checks, colab"
+	@echo "make colab      Colab's set (Python 3.13, TF 2.20): install cell, unit tests, chapters 1 and 5"
 	@echo "make lint       ruff only"
 	@echo "make screenshots  PNG of every chapter page into _build/screenshots (needs chromium)"
 	@echo "make clean      remove _build and caches (keeps .venv); make distclean also removes .venv"
@@ -39,8 +49,8 @@ help:
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' || { \
-	  echo "error: nfbook needs Python 3.10 to 3.12; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' || { \
+	  echo "error: nfbook needs Python 3.10 to 3.13; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
 	  echo "       Run e.g. 'make $(MAKECMDGOALS) PYTHON=python3.11' (after 'make distclean')." >&2; \
 	  exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -62,16 +72,18 @@ book: venv
 # Tests. Each step is one recipe line, so make stops at the first failing step and exits
 # non-zero; pytest's exit code 5 ("no tests collected") also fails the step.
 test: venv chromium
-	@echo "==> [1/5] ruff check"
+	@echo "==> [1/6] ruff check"
 	$(BIN)/ruff check .
-	@echo "==> [2/5] library unit tests and doctests"
+	@echo "==> [2/6] library unit tests and doctests"
 	$(PYTEST) tests nfbook --doctest-modules --ignore=tests/test_book_pages.py
-	@echo "==> [3/5] nbval: execute every notebook, failing asserts and exceptions fail"
+	@echo "==> [3/6] nbval: execute every notebook, failing asserts and exceptions fail"
 	$(MAKE) --no-print-directory nbval
-	@echo "==> [4/5] build the book"
+	@echo "==> [4/6] build the book"
 	$(MAKE) --no-print-directory book
-	@echo "==> [5/5] rendered-page checks"
+	@echo "==> [5/6] rendered-page checks"
 	$(MAKE) --no-print-directory pages
+	@echo "==> [6/6] Colab's set: Python 3.13, TensorFlow 2.20.0, tf_keras 2.20.1, TFP 0.25.0"
+	$(MAKE) --no-print-directory colab
 
 lint: venv
 	$(BIN)/ruff check .
@@ -87,6 +99,25 @@ nbval: venv
 # Needs a built book (make book); fails, not skips, when _build/html is missing.
 pages: venv
 	$(PYTEST) tests/test_book_pages.py
+
+# ---------------------------------------------------------------------------------------------
+# The Colab leg. The chapters' first cell runs as in Colab (nfbook installed from this checkout on
+# top of Colab's stack, which pip must keep), then the unit tests and chapters 1 and 5.
+$(COLAB_STAMP): requirements-colab.txt pyproject.toml
+	@test -n "$(COLAB_PYTHON)" || { \
+	  echo "error: the Colab leg needs Python 3.13: none found on PATH or under pyenv." >&2; \
+	  echo "       Install it (e.g. 'pyenv install 3.13') or set COLAB_PYTHON=/path/to/python3.13." >&2; \
+	  exit 1; }
+	@test -x $(COLAB_BIN)/python || $(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_BIN)/python -m pip install --upgrade pip
+	$(COLAB_BIN)/python -m pip install -r requirements-colab.txt
+	@touch $@
+
+colab: $(COLAB_STAMP)
+	$(COLAB_BIN)/python scripts/colab_install_cell.py book/01_introduction.ipynb
+	$(COLAB_BIN)/python -m pytest -rs tests nfbook --doctest-modules --ignore=tests/test_book_pages.py
+	$(COLAB_BIN)/python -m pytest -rs -p tests.conftest --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=600 book/01_introduction.ipynb book/05_two_moons.ipynb
 
 # ---------------------------------------------------------------------------------------------
 # Headless Chromium for the screenshot test: installed with apt-get when running as root.
@@ -115,4 +146,4 @@ clean:
 	rm -rf *.egg-info
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COLAB_VENV)

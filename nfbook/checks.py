@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "check_activation",
     "check_data",
     "check_hidden_units",
     "check_permutation",
@@ -10,6 +11,7 @@ __all__ = [
     "check_real",
 ]
 
+import difflib
 import math
 import numbers
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -175,8 +178,9 @@ def check_data(x: Any, ndim: int, name: str = "x") -> np.ndarray:
 
     Parameters
     ----------
-    x : array-like or tf.Tensor
-        Data points, one per row.
+    x : array-like, tf.Tensor or pandas.DataFrame
+        Data points, one per row: a NumPy array of any real dtype, nested lists, a tensor or
+        a DataFrame with ``ndim`` numeric columns.
     ndim : int
         Number of columns the flow expects.
     name : str
@@ -190,26 +194,28 @@ def check_data(x: Any, ndim: int, name: str = "x") -> np.ndarray:
     Raises
     ------
     TypeError
-        If the values are not real numbers (strings, objects, complex numbers).
+        If the values are not real numbers (strings, objects, complex numbers, booleans, a
+        DataFrame column that is not numeric).
     ValueError
-        If the shape is not ``(n, ndim)``, the data set is empty, or rows hold NaN or
-        infinite values (the message says how many rows).
+        If the shape is not ``(n, ndim)`` (ragged lists included), the data set is empty, or
+        rows hold NaN or infinite values (the message says how many rows).
 
     Examples
     --------
     >>> check_data([[0.0, 1.0], [2.0, 3.0]], ndim=2).shape
     (2, 2)
     """
-    array = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
+    array = _as_array(x, name)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(
             f"`{name}` must hold real numbers, got dtype {array.dtype}; "
             f"expected a float array of shape (n, {ndim})."
         )
     if array.ndim != 2 or array.shape[1] != ndim:
+        got = f", got {array.shape[1]} columns" if array.ndim == 2 else ""
         raise ValueError(
             f"`{name}` has shape {array.shape}; expected (n, {ndim}): "
-            f"one row per point, {ndim} column(s) for this flow."
+            f"one row per point, {ndim} column(s) for this flow{got}."
         )
     if array.shape[0] == 0:
         raise ValueError(f"`{name}` is empty (shape {array.shape}); expected at least one row.")
@@ -221,3 +227,68 @@ def check_data(x: Any, ndim: int, name: str = "x") -> np.ndarray:
             f"{array.shape[0]}; remove or impute them before fitting or scoring."
         )
     return array
+
+
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a NumPy array: a tensor's values, a DataFrame's numeric columns (missing
+    values as NaN), anything else through ``np.asarray``."""
+    if isinstance(x, tf.Tensor):
+        return x.numpy()
+    dtypes = getattr(x, "dtypes", None)
+    if dtypes is not None and hasattr(x, "to_numpy") and hasattr(dtypes, "items"):
+        # a pandas DataFrame: every column must be numeric (kind i, u or f, nullable too)
+        columns = [str(c) for c, t in dtypes.items() if getattr(t, "kind", "O") not in "iuf"]
+        if columns:
+            raise TypeError(f"`{name}` has non-numeric column(s) {columns}; expected "
+                            "numeric columns only, one per coordinate.")
+        return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        return np.asarray(x)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"`{name}` is not a rectangular array (rows of different lengths?): "
+                         f"{error}") from error
+
+
+def check_activation(activation: Any, name: str = "activation") -> Any:
+    """Return ``activation`` after checking that Keras knows it.
+
+    Parameters
+    ----------
+    activation : str, callable or None
+        The name of a tf_keras activation (``"relu"``, ``"tanh"``, ``"swish"``...), a
+        callable mapping a tensor to a tensor of the same shape, or ``None`` (linear).
+    name : str
+        Argument name, quoted in the error message.
+
+    Returns
+    -------
+    str, callable or None
+        ``activation``, unchanged.
+
+    Raises
+    ------
+    TypeError
+        If it is neither a string, a callable nor ``None``.
+    ValueError
+        If it is a name no tf_keras activation has (the message suggests the closest).
+
+    Examples
+    --------
+    >>> check_activation("tanh")
+    'tanh'
+    """
+    if activation is None or callable(activation):
+        return activation
+    if not isinstance(activation, str):
+        raise TypeError(f"`{name}` must be the name of a Keras activation or a callable, got "
+                        f"{activation!r} of type {type(activation).__name__}.")
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        known = sorted(n for n in dir(keras.activations) if not n.startswith("_")
+                       and n not in ("get", "serialize", "deserialize"))
+        close = difflib.get_close_matches(activation, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"`{name}` {activation!r} is not a Keras activation; expected one of "
+                         f"{', '.join(known)}, or a callable.{hint}") from None
+    return activation

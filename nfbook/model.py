@@ -16,6 +16,14 @@ import tf_keras as keras
 from nfbook import density
 from nfbook.bijectors import batch_norm_mode
 from nfbook.checks import check_data, check_positive_int
+from nfbook.flow_weights import FlowWeights, keras_layers
+from nfbook.inputs import check_input, check_validation, data_errors, size_known
+from nfbook.keras_checks import (
+    check_callbacks,
+    check_model_path,
+    check_tf_keras,
+    keras3_layers,
+)
 from nfbook.reverse_kl import fit_reverse_kl
 from nfbook.training import (
     AverageWeightsEachEpoch,
@@ -32,35 +40,7 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 
-def _keras_layers(bijector: tfb.Bijector) -> list[keras.layers.Layer]:
-    """The outermost tf_keras layers held anywhere inside ``bijector``."""
-    layers = [m for m in bijector.submodules if isinstance(m, keras.layers.Layer)]
-    nested = {id(sub) for layer in layers for sub in layer.submodules}
-    return [layer for layer in layers if id(layer) not in nested]
-
-
-def _keras3_layers(bijector: tfb.Bijector) -> list[str]:
-    """Names of the Keras 3 layers held by ``bijector`` or its modules (``tf.keras`` layers
-    since TF 2.16: tf_keras models do not track them)."""
-
-    def is_keras3_layer(value: Any) -> bool:
-        return any(cls.__module__.startswith("keras.src.layers") for cls in type(value).__mro__)
-
-    return sorted({layer.name for layer in bijector._flatten(predicate=is_keras3_layer)})
-
-
-def _size_known(data: Any, steps: int | None) -> bool:
-    """Whether Keras can tell the number of batches of ``data`` (or ``steps`` gives it)."""
-    if steps is not None or data is None:
-        return True
-    if isinstance(data, tuple) and len(data) == 1:
-        data = data[0]
-    if isinstance(data, tf.data.Dataset):
-        return int(data.cardinality()) >= 0
-    return isinstance(data, (np.ndarray, tf.Tensor, keras.utils.Sequence, list))
-
-
-class FlowModel(keras.Model):
+class FlowModel(FlowWeights, keras.Model):
     r"""A normalizing flow as a tf_keras ``Model`` whose output is :math:`\log p(x)`.
 
     The density is the change-of-variables formula for the flow :math:`x = f(z)`,
@@ -85,13 +65,17 @@ class FlowModel(keras.Model):
     average of the weights over the training steps (Polyak averaging, spanning about the last
     third of an epoch) and hands it over at the end of every epoch: the validation loss, the
     callbacks and the trained model all use the averaged weights, while the optimiser goes on
-    from the raw ones. On the two moons this saves a third of the epochs at batch size 32
-    (``benchmarks/maf_ablation.py``, variant ``ema99``); see
-    :class:`nfbook.training.AverageWeightsEachEpoch`.
+    from the raw ones; see :class:`nfbook.training.AverageWeightsEachEpoch`.
 
     Two things make an epoch cheaper without changing any number: ``model(x)`` runs each
     network once per layer (:func:`nfbook.density.log_prob`; TFP's ``log_prob`` runs it twice),
     and :meth:`fit` runs 100 steps per compiled call by default (see :meth:`compile`).
+
+    The usual Keras tools work: ``summary()``, callbacks such as ``ModelCheckpoint`` (whole
+    model in nfbook's format, or weights only), ``TensorBoard``, ``CSVLogger``,
+    ``EarlyStopping`` and ``ReduceLROnPlateau`` (the monitored quantities are ``loss`` and
+    ``val_loss``). They must come from tf_keras (``import tf_keras as keras``): Keras 3
+    objects (``tf.keras.*``) are refused with a ``TypeError``.
 
     Parameters
     ----------
@@ -145,7 +129,7 @@ class FlowModel(keras.Model):
         if base.event_shape != [self.ndim]:
             raise ValueError(f"`base` has event shape {base.event_shape.as_list()}; expected "
                              f"[{self.ndim}] to match `ndim`.")
-        keras3 = _keras3_layers(bijector)
+        keras3 = keras3_layers(bijector)
         if keras3:
             raise TypeError(f"The bijector holds Keras 3 layer(s) ({', '.join(keras3)}), whose "
                             "weights a tf_keras model cannot train. Build them with "
@@ -155,7 +139,7 @@ class FlowModel(keras.Model):
         self._training_distribution = tfd.TransformedDistribution(
             base, batch_norm_mode(bijector, training=True))
         # Keras tracks layers and variables held in attributes; TFP bijectors are not layers.
-        self.flow_layers = _keras_layers(bijector)
+        self.flow_layers = keras_layers(bijector)
         layer_variables = {id(v) for layer in self.flow_layers for v in layer.variables}
         self.flow_variables = [v for v in bijector.variables if id(v) not in layer_variables]
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
@@ -178,48 +162,9 @@ class FlowModel(keras.Model):
         return self._distribution
 
     @property
-    def trainable_weights(self) -> list[tf.Variable]:
-        """The trainable variables, in Keras's order, less those of frozen layers.
-
-        Keras walks every object the model tracks, and this model tracks the bijector and two
-        distributions built around it, so it walked every TFP object three times (some 20 ms
-        for a MAF, paid at every ``fit`` and in every trace of the training step). The two
-        distributions add nothing but the base's variables, which are walked on their own.
-        Keras also takes every variable of the bijector, a ``tf.Module``, as trainable, even
-        those of a layer set ``trainable = False``: here a frozen layer stays frozen.
-        """
-        self._assert_weights_created()
-        if not self.trainable:
-            return []
-        # the distributions hold the bijector; the weight average (set last in __init__)
-        # holds references to the variables it averages, frozen or not
-        skipped = (self._distribution, self._training_distribution,
-                   getattr(self, "weight_average", None))
-        variables = []
-        for tracked in self._self_tracked_trackables:
-            if any(tracked is other for other in skipped):
-                continue
-            if tracked is self._bijector:
-                variables += self._bijector_trainable_variables()
-                variables += self._distribution.distribution.trainable_variables  # the base's
-            else:
-                variables += tracked.trainable_variables
-        return self._dedup_weights(variables + self._trainable_weights)
-
-    def _bijector_trainable_variables(self) -> list[tf.Variable]:
-        """The bijector's trainable variables, less those of layers set ``trainable = False``
-        (or inside one)."""
-        frozen = set()
-        for layer in self.flow_layers:
-            if not layer.trainable:
-                frozen.update(id(v) for v in layer.weights)
-            elif not all(sub.trainable for sub in layer._flatten_layers(include_self=False)):
-                trainable = {id(v) for v in layer.trainable_weights}
-                frozen.update(id(v) for v in layer.weights if id(v) not in trainable)
-        return [v for v in self._bijector.trainable_variables if id(v) not in frozen]
-
-    @property
     def metrics(self) -> list[keras.metrics.Metric]:
+        """The mean NLL (``loss``) and the count of non-finite steps, which the NaN guard
+        reads from the model; both are reset at each epoch, only ``loss`` is logged."""
         return [self.nll, self.skipped_steps]
 
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
@@ -246,39 +191,40 @@ class FlowModel(keras.Model):
         Parameters
         ----------
         optimizer : str or keras.optimizers.Optimizer
-            Any tf_keras optimizer. The default ``"adam"`` is
-            ``keras.optimizers.legacy.Adam(1e-3)``, the same algorithm as
-            ``keras.optimizers.Adam`` with one fused kernel per variable, which starts
-            training sooner (:func:`nfbook.training.resolve_optimizer`).
+            Any tf_keras optimizer (a Keras 3 one, from ``tf.keras``, is refused). The
+            default ``"adam"`` is ``keras.optimizers.legacy.Adam(1e-3)``, the same algorithm
+            as ``keras.optimizers.Adam`` with one fused kernel per variable
+            (:func:`nfbook.training.resolve_optimizer`).
         loss : None
             Must stay ``None``: the loss is the negative log-likelihood of the data.
         steps_per_execution : int or "auto"
             Batches per call of the compiled training (and evaluation) function, as in Keras,
             but 100 by default here (Keras: 1). The steps of one call run in one
             ``tf.while_loop`` with no Python in between (:func:`nfbook.training.step_loop`),
-            which makes an epoch at batch size 32 about twice as fast
-            (``benchmarks/training_speed.py``). Batch-level callbacks and the progress bar then see
-            every 100th batch (and the last of each epoch); epoch-level callbacks are
-            unchanged. Pass 1 for a callback after every batch. A non-finite step ends
-            training after the call that ran it (see :meth:`fit`).
+            so small batches do not pay a Python round trip each. Batch-level callbacks and
+            the progress bar then see every 100th batch (and the last of each epoch);
+            epoch-level callbacks are unchanged. Pass 1 for a callback after every batch. A
+            non-finite step ends training after the call that ran it (see :meth:`fit`).
         optimize_graph : bool
             Let TensorFlow's graph optimizer (Grappler) rewrite the compiled training and
-            evaluation functions when they are first called. Off by default: for flows of the
-            size nfbook builds, rewriting takes 0.1 to 0.2 s before the first step, and the
-            rewritten step is up to a fifth faster at large batches on a CPU
-            (``benchmarks/training_speed.py``). Turn it on for long runs at large batch sizes,
-            or large flows on a GPU.
+            evaluation functions when they are first called. Off by default: rewriting
+            delays the first step, and pays off only over many steps. Turn it on for long
+            runs at large batch sizes, or large flows on a GPU.
         **kwargs
             Passed to ``keras.Model.compile`` (``jit_compile``, ``run_eagerly``...).
 
         Raises
         ------
         TypeError
-            If a ``loss`` is given.
+            If a ``loss`` is given, or the optimizer or a metric is a Keras 3 object.
         """
         if loss is not None:
             raise TypeError("FlowModel trains on the negative log-likelihood; compile() takes "
                             "no `loss` (and fit() takes no labels).")
+        check_tf_keras(optimizer, "optimizer")
+        for name in ("metrics", "weighted_metrics"):
+            for metric in kwargs.get(name) or []:
+                check_tf_keras(metric, name)
         self.optimize_graph = bool(optimize_graph)
         super().compile(optimizer=resolve_optimizer(optimizer),
                         steps_per_execution=steps_per_execution,
@@ -308,7 +254,7 @@ class FlowModel(keras.Model):
         return self._test_logs()
 
     def _train_logs(self) -> dict[str, tf.Tensor]:
-        return {m.name: m.result() for m in self.metrics}
+        return {"loss": self.nll.result()}
 
     def _test_logs(self) -> dict[str, tf.Tensor]:
         return {"loss": self.nll.result()}
@@ -347,19 +293,25 @@ class FlowModel(keras.Model):
     def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
         """Train on data ``x`` by maximum likelihood; same options as ``keras.Model.fit``.
 
-        NumPy data (``x`` and ``validation_data``) is checked first: shape ``(n, ndim)``,
-        real numbers, at least one row, no NaN or infinity. If the loss or a gradient of a
-        batch is not finite, training stops after the compiled call that ran it and the
-        model goes back to its state from before that call (with fewer than 100 steps per
-        call, from at most 99 finite steps before the bad one): weights, batch-norm
-        statistics, optimizer state and moving average
+        The data (``x`` and ``validation_data``) is checked: arrays, lists, tensors and
+        DataFrames first, for shape ``(n, ndim)``, real numbers, at least one row, no NaN or
+        infinity; a ``tf.data.Dataset`` when passed (element dtype and shape) and then batch
+        by batch (width, NaN or infinity: a ``ValueError`` names the batch and the epoch).
+        A data set of single points is batched by ``batch_size`` (Keras's 32 by default).
+        Callbacks are checked before any step (:func:`nfbook.keras_checks.check_callbacks`).
+
+        If the loss or a gradient of a batch is not finite, training stops after the compiled
+        call that ran it and the model goes back to its state from before that call (with
+        fewer than 100 steps per call, from at most 99 finite steps before the bad one):
+        weights, batch-norm statistics, optimizer state and moving average
         (:class:`~nfbook.training.RollBackOnNonFinite`), so no callback sees a NaN weight.
         :class:`~nfbook.training.NonFiniteLossError` says how many updates were undone.
 
         Parameters
         ----------
-        x : array-like, tf.data.Dataset or keras.utils.Sequence
-            Training data, shape ``(n, ndim)`` (a data set yields batches of points).
+        x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
+            Training data, shape ``(n, ndim)`` (a data set yields batches of points, or
+            single points).
         y : None
             Must stay ``None``: the loss is the NLL of ``x``.
         **kwargs
@@ -369,15 +321,17 @@ class FlowModel(keras.Model):
         Returns
         -------
         keras.callbacks.History
-            Per-epoch ``loss`` (mean training NLL, nats), ``skipped_steps`` and, with
-            validation data, ``val_loss``.
+            Per-epoch ``loss`` (mean training NLL, nats) and, with validation data,
+            ``val_loss``.
 
         Raises
         ------
         TypeError
-            If labels ``y`` are passed, or the data is not numeric.
+            If labels ``y`` are passed, the data is not numeric, or a callback or the data
+            is a Keras 3 object.
         ValueError
-            On bad data, or if the model has no trainable variables.
+            On bad data, a whole-model ``ModelCheckpoint`` to a ``.keras`` or ``.h5`` file,
+            or if the model has no trainable variables.
         nfbook.training.NonFiniteLossError
             If the NLL became NaN or infinite.
         """
@@ -389,23 +343,31 @@ class FlowModel(keras.Model):
                              "nothing. Build the flow from tf_keras layers (nfbook builders do).")
         if self.optimizer is None:
             raise RuntimeError("Call compile() before fit().")
-        x = self._checked_unless_a_data_set(x)
+        x = check_input(x, self.ndim, "x", kwargs.get("batch_size"))
         validation = kwargs.get("validation_data")
-        if validation is not None and not isinstance(validation, tf.data.Dataset):
-            if isinstance(validation, (tuple, list)) and all(v is None for v in validation[1:]):
-                validation = validation[0]  # (x,), or (x, None) as with labelled data
-            # a 1-tuple: Keras tests `if validation_data:`, ambiguous for a bare array
-            kwargs["validation_data"] = (check_data(validation, self.ndim, "validation_data"),)
+        if validation is not None:
+            validation = kwargs["validation_data"] = check_validation(
+                validation, self.ndim,
+                kwargs.get("validation_batch_size") or kwargs.get("batch_size"))
+        kwargs["callbacks"] = check_callbacks(kwargs.get("callbacks"))
         if self.weight_average is not None:  # before the user's, who see the averaged weights
-            kwargs["callbacks"] = [AverageWeightsEachEpoch(self.weight_average),
-                                   *(kwargs.get("callbacks") or [])]
+            kwargs["callbacks"].insert(0, AverageWeightsEachEpoch(self.weight_average))
         guard = add_guard(kwargs, self._rollback_state)
         build_optimizer(self.optimizer, self.trainable_variables)
-        unknown = not _size_known(x, kwargs.get("steps_per_epoch")) or (
+        unknown = not size_known(x, kwargs.get("steps_per_epoch")) or (
             validation is not None
-            and not _size_known(validation, kwargs.get("validation_steps")))
-        with self._one_step_per_call_if(unknown):
-            history = super().fit(x, **kwargs)
+            and not size_known(validation, kwargs.get("validation_steps")))
+        first_epoch = kwargs.get("initial_epoch", 0) + 1
+
+        def epoch() -> int:  # the epoch being run, counted from 1
+            done = self.history.epoch if getattr(self, "history", None) else []
+            return done[-1] + 2 if done else first_epoch
+
+        try:
+            with self._one_step_per_call_if(unknown), data_errors(epoch):
+                history = super().fit(x, **kwargs)
+        finally:  # Keras drops its cached validation data only if fit ends normally
+            self._eval_data_handler = None
         guard.raise_if_stopped(
             "the NLL of a batch", "Standardise the data or lower the learning rate.",
             "the weights" if self.weight_average is None
@@ -426,8 +388,8 @@ class FlowModel(keras.Model):
 
         Parameters
         ----------
-        x : array-like, tf.data.Dataset or keras.utils.Sequence
-            Data, shape ``(n, ndim)``; NumPy data is checked as in :meth:`fit`.
+        x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
+            Data, shape ``(n, ndim)``, checked as in :meth:`fit`.
         y : None
             Ignored (no labels); kept for Keras's signature.
         **kwargs
@@ -441,10 +403,13 @@ class FlowModel(keras.Model):
         Raises
         ------
         ValueError, TypeError
-            On bad NumPy data (see :func:`nfbook.checks.check_data`).
+            On bad data, as in :meth:`fit`.
         """
-        x = self._checked_unless_a_data_set(x)
-        with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
+        x = check_input(x, self.ndim, "x", kwargs.get("batch_size"))
+        # inside fit (validation), fit reports a bad batch with its epoch
+        errors = (contextlib.nullcontext() if kwargs.get("_use_cached_eval_dataset")
+                  else data_errors())
+        with self._one_step_per_call_if(not size_known(x, kwargs.get("steps"))), errors:
             return super().evaluate(x, y, **kwargs)
 
     def predict(self, x: Any, **kwargs: Any) -> Any:
@@ -452,8 +417,8 @@ class FlowModel(keras.Model):
 
         Parameters
         ----------
-        x : array-like, tf.data.Dataset or keras.utils.Sequence
-            Data, shape ``(n, ndim)``; NumPy data is checked as in :meth:`fit`.
+        x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
+            Data, shape ``(n, ndim)``, checked as in :meth:`fit`.
         **kwargs
             Any option of ``keras.Model.predict`` (``batch_size``, ``verbose``...).
 
@@ -465,18 +430,11 @@ class FlowModel(keras.Model):
         Raises
         ------
         ValueError, TypeError
-            On bad NumPy data (see :func:`nfbook.checks.check_data`).
+            On bad data, as in :meth:`fit`.
         """
-        x = self._checked_unless_a_data_set(x)
-        with self._one_step_per_call_if(not _size_known(x, kwargs.get("steps"))):
+        x = check_input(x, self.ndim, "x", kwargs.get("batch_size"))
+        with self._one_step_per_call_if(not size_known(x, kwargs.get("steps"))), data_errors():
             return super().predict(x, **kwargs)
-
-    def _checked_unless_a_data_set(self, x: Any) -> Any:
-        """``x`` through :func:`~nfbook.checks.check_data` unless it is a data set, a
-        ``Sequence`` or ``None``."""
-        if x is None or isinstance(x, (tf.data.Dataset, keras.utils.Sequence)):
-            return x
-        return check_data(x, self.ndim, "x")
 
     @contextlib.contextmanager
     def _one_step_per_call_if(self, condition: bool) -> Iterator[None]:
@@ -527,36 +485,42 @@ class FlowModel(keras.Model):
                               data=data, data_weight=data_weight, callbacks=callbacks,
                               verbose=verbose, seed=seed)
 
-    def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
-        """Write the model to one file; see :func:`nfbook.saving.save` and :func:`nfbook.load`.
+    def save(self, filepath: Any, overwrite: bool = True, options: Any = None,
+             **kwargs: Any) -> None:
+        """Write the model to one file in nfbook's format, which :func:`nfbook.load` reads;
+        see :func:`nfbook.saving.save`.
 
-        Keras's own formats are not used: a subclassed model holding a distribution does not
-        round-trip through them.
+        Keras's own formats are not used: Keras does not rebuild a model holding TFP objects.
+        Any file name is taken (``.nfbook`` suggested) but ``.keras``, ``.h5`` and ``.hdf5``,
+        which promise a file ``keras.models.load_model`` reads. So ``ModelCheckpoint``
+        saving the whole model writes nfbook files that ``nfbook.load`` reads back.
 
         Parameters
         ----------
         filepath, overwrite
             The ``path`` and ``overwrite`` of :func:`nfbook.saving.save`, which also lists
             what it raises.
+        options : tf.saved_model.SaveOptions, optional
+            Taken for Keras's signature (``ModelCheckpoint`` passes it) and unused: nothing
+            is written in the SavedModel format.
 
         Raises
         ------
         TypeError
             If Keras's other ``save`` options (``save_format``...) are passed.
+        ValueError
+            If ``filepath`` ends in ``.keras``, ``.h5`` or ``.hdf5``.
         """
         if kwargs:
-            raise TypeError(f"FlowModel.save takes only `filepath` and `overwrite`, got "
-                            f"{sorted(kwargs)}.")
+            raise TypeError(f"FlowModel.save takes only `filepath`, `overwrite` and "
+                            f"`options`, got {sorted(kwargs)}.")
+        if options is not None and not isinstance(options, tf.saved_model.SaveOptions):
+            raise TypeError(f"`options` must be None or a tf.saved_model.SaveOptions, got "
+                            f"{type(options).__name__}.")
+        check_model_path(filepath)
         from nfbook.saving import save  # saving imports this module
 
         save(self, filepath, overwrite=overwrite)
-
-    def count_params(self) -> int:
-        """Number of values in the flow's variables (weights, and batch-norm statistics if
-        any); the weight average and the metrics' counters are not counted."""
-        return int(sum(v.shape.num_elements() for layer in self.flow_layers
-                       for v in layer.weights) + sum(v.shape.num_elements()
-                                                     for v in self.flow_variables))
 
     def _checked(self, x: Any) -> tf.Tensor:
         return tf.convert_to_tensor(check_data(x, self.ndim, "x"))
@@ -583,13 +547,24 @@ class FlowModel(keras.Model):
         ----------
         n : int
             Number of samples, at least 1.
-        seed : int or pair of int, optional
-            As in TFP: an int, or an ``(a, b)`` pair for stateless, repeatable sampling.
+        seed : int, pair of int or tensor of shape ``[2]``, optional
+            A seed gives the same samples at every call, as NumPy's, JAX's and PyTorch's
+            seeded generators do: a pair is a TFP stateless seed, and an int ``s`` is made
+            into the stateless seed ``(s // 2**31 mod 2**31, s mod 2**31)``. ``None`` draws
+            fresh samples at every call.
 
         Returns
         -------
         tf.Tensor
             The samples, shape ``(n, ndim)``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``n`` is not a positive integer.
         """
         n = check_positive_int("n", n)
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            high, low = divmod(int(seed) % 2**62, 2**31)
+            seed = tf.constant([high, low], tf.int32)
         return self._distribution.sample(n, seed=seed)

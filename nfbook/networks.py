@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook.checks import check_hidden_units, check_positive_int, check_real
+from nfbook.checks import check_activation, check_hidden_units, check_positive_int, check_real
 
 tfb = tfp.bijectors
 
@@ -174,7 +174,7 @@ class AutoregressiveAffine(keras.layers.Layer):
             params=2,
             event_shape=[self.ndim],
             hidden_units=list(self.hidden_units),
-            activation=activation,
+            activation=check_activation(activation),
             kernel_initializer=fan_in_uniform,  # TFP multiplies it by the MADE masks
         )
 
@@ -237,6 +237,7 @@ class CouplingAffine(keras.layers.Layer):
         self.hidden_units = check_hidden_units(hidden_units)
         self.shift_only = bool(shift_only)
         self.log_scale_bound = check_real("log_scale_bound", log_scale_bound, positive=True)
+        activation = check_activation(activation)
         self.hidden = [
             keras.layers.Dense(h, activation=activation, kernel_initializer=fan_in_uniform)
             for h in self.hidden_units

@@ -169,10 +169,9 @@ def resolve_optimizer(optimizer: Any) -> Any:
     Both of tf_keras's Adams take the same step,
     :math:`\theta \leftarrow \theta - \alpha_t\, m_t / (\sqrt{v_t} + \epsilon)` with
     :math:`\alpha_t = \eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`, but the legacy one
-    does it in one fused kernel per variable where the current one builds about forty graph
-    operations per variable. For nfbook's MAF that is a third fewer operations to trace and
-    optimise before the first step, and fewer to run at every step
-    (``benchmarks/training_speed.py``).
+    does it in one fused kernel per variable where the current one builds some forty graph
+    operations per variable: fewer operations to trace and optimise before the first step,
+    and fewer to run at every step.
 
     Examples
     --------
@@ -209,11 +208,11 @@ def step_loop(
 
     Keras's ``fit`` and ``evaluate`` call the returned function with a data iterator once per
     execution. It runs the steps in one ``tf.while_loop`` inside one ``tf.function``, so that
-    Python and Keras's callbacks are visited once per execution instead of once per batch (the
-    cost of a small batch is mostly that visit: ``benchmarks/training_speed.py``). Unlike
-    Keras's own loop it traces ``step`` once (Keras traces it twice when
-    ``steps_per_execution > 1``) and without AutoGraph, which the step does not need; both
-    halve the seconds spent before the first update. A data set that ends inside an execution
+    Python and Keras's callbacks are visited once per execution instead of once per batch
+    (for a small batch that visit can cost more than the step). Unlike Keras's own loop it
+    traces ``step`` once (Keras traces it twice when ``steps_per_execution > 1``) and without
+    AutoGraph, which the step does not need, so the first update comes sooner. A data set
+    that ends inside an execution
     ends the loop there; an execution that finds no batch at all raises the iterator's
     ``OutOfRangeError``, which tells Keras that the epoch is over.
 
@@ -232,9 +231,8 @@ def step_loop(
         Compile ``step`` with XLA.
     optimize_graph : bool
         Let TensorFlow's graph optimizer, Grappler, rewrite the function when it is first
-        called (see :func:`without_graph_optimizer`). Off by default: for a flow of the size
-        nfbook builds, rewriting takes 0.1 to 0.2 s before the first step, while the rewritten
-        step is up to a fifth faster at large batches (``benchmarks/training_speed.py``).
+        called (see :func:`without_graph_optimizer`). Off by default: rewriting delays the
+        first step, and the rewritten step pays that back only over many steps.
 
     Returns
     -------
@@ -318,9 +316,10 @@ def without_graph_optimizer() -> Iterator[None]:
 class StopOnNonFinite(keras.callbacks.Callback):
     """Stop training at the first batch whose update was skipped for a non-finite loss.
 
-    It watches the ``"skipped_steps"`` entry of the batch logs (see :func:`apply_if_finite`
-    and :func:`step_is_finite`);
-    after ``fit`` returns, :meth:`raise_if_stopped` turns a stop into
+    It reads the count of non-finite steps of the epoch after each call of the training
+    function: the model's ``skipped_steps`` metric (see :func:`apply_if_finite` and
+    :func:`step_is_finite`), or a ``"skipped_steps"`` entry of the batch logs for a model
+    without one; after ``fit`` returns, :meth:`raise_if_stopped` turns a stop into
     :class:`NonFiniteLossError`.
     """
 
@@ -332,8 +331,15 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
 
+    def skipped(self, logs: dict | None) -> int:
+        """Non-finite steps in the epoch so far."""
+        metric = getattr(self.model, "skipped_steps", None)
+        if isinstance(metric, keras.metrics.Metric):
+            return int(metric.result())
+        return int((logs or {}).get("skipped_steps", 0))
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if logs and logs.get("skipped_steps", 0) > 0 and self.stopped_epoch is None:
+        if self.stopped_epoch is None and self.skipped(logs) > 0:
             self.stopped_epoch = self.epoch + 1
             self.model.stop_training = True
 
@@ -373,12 +379,12 @@ class RollBackOnNonFinite(StopOnNonFinite):
 
     The training steps apply every update, finite or not, and only count the non-finite ones
     (:func:`step_is_finite`): no update waits for the finiteness test of the whole step, as
-    in :func:`apply_if_finite`, which makes training faster (``benchmarks/training_speed.py``).
-    This callback makes up for it. Before the first compiled call of the training function,
-    and before any call that would take the steps since the last copy beyond ``interval``, it
-    keeps the values of ``state``; after a call that reports a non-finite step, it writes them
-    back, before any later callback sees the model, and stops training. Undone are the
-    non-finite step, the finite steps since the copy (at most
+    in :func:`apply_if_finite`, so the updates of the last layers overlap with the gradients
+    of the first. This callback makes up for it. Before the first compiled call of the
+    training function, and before any call that would take the steps since the last copy
+    beyond ``interval``, it keeps the values of ``state``; after a call that reports a
+    non-finite step, it writes them back, before any later callback sees the model, and stops
+    training. Undone are the non-finite step, the finite steps since the copy (at most
     ``max(interval, steps_per_execution) - 1``, counted in ``undone``) and any after it in the
     same call. It must come first in the callback list.
 
@@ -389,9 +395,8 @@ class RollBackOnNonFinite(StopOnNonFinite):
         weights and statistics, the optimizer's variables, any moving average. Called at the
         start of each ``fit``.
     interval : int
-        Steps between copies; each copy reads every variable once (about 1 ms for
-        ``nfbook.maf(2)`` and its Adam state on a CPU), so that it costs little next to 100
-        steps.
+        Steps between copies; each copy reads every variable once, so that it costs little
+        next to ``interval`` steps.
     """
 
     def __init__(self, state: Callable[[], Sequence[tf.Variable]], interval: int = 100) -> None:
@@ -429,7 +434,7 @@ class RollBackOnNonFinite(StopOnNonFinite):
             return
         # No earlier call of this epoch had a non-finite step, so the epoch's count of
         # skipped steps runs from this call's first non-finite step to its end.
-        self.undone = self.steps_since_copy + steps - int(logs["skipped_steps"])
+        self.undone = self.steps_since_copy + steps - self.skipped(logs)
         for variable, value in zip(self.variables, self.copy):
             variable.assign(value)
 

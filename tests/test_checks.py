@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import nfbook
 from nfbook.checks import (
+    check_activation,
     check_data,
     check_hidden_units,
     check_permutation,
@@ -64,3 +66,41 @@ def test_check_hidden_units():
 def test_check_permutation_errors(perm):
     with pytest.raises(ValueError, match="Invalid permutation"):
         check_permutation(perm, 3)
+
+
+def test_check_data_takes_dataframes_with_missing_values_as_nan():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3, None]}).astype("Float64")
+    with pytest.raises(ValueError, match="`x` has 1 row\\(s\\) with NaN"):
+        check_data(frame, ndim=2)
+    assert check_data(frame.iloc[:1], ndim=2).tolist() == [[1.0, 3.0]]
+
+
+def test_check_activation_takes_keras_names_callables_and_none():
+    assert check_activation("swish") == "swish"
+    assert check_activation(tf.nn.relu) is tf.nn.relu
+    assert check_activation(None) is None
+    with pytest.raises(ValueError, match="`activation` 'rleu' is not a Keras activation; "
+                                         "expected one of .*relu.*Did you mean 'relu'\\?"):
+        check_activation("rleu")
+    with pytest.raises(TypeError, match="`activation` must be the name of a Keras activation "
+                                        "or a callable, got 3"):
+        check_activation(3)
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_every_builder_checks_activation_when_called(builder):
+    with pytest.raises(ValueError, match="`activation` 'tanhh' is not a Keras activation.*"
+                                         "Did you mean 'tanh'"):
+        getattr(nfbook, builder)(2, hidden_units=(4,), activation="tanhh")
+    flow = getattr(nfbook, builder)(2, hidden_units=(4,), num_layers=1, activation="elu")
+    assert nfbook.FlowModel(flow, ndim=2).count_params() > 0
+
+
+def test_the_networks_check_activation_and_take_callables():
+    from nfbook.networks import AutoregressiveAffine, CouplingAffine
+
+    for network in (AutoregressiveAffine, CouplingAffine):
+        with pytest.raises(ValueError, match="`activation` 'rleu'"):
+            network(2, hidden_units=(4,), activation="rleu")
+        assert network(2, hidden_units=(4,), activation=tf.nn.elu).hidden_units == (4,)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 __all__ = [
     "affine",
+    "attach_flow_spec",
     "attach_spec",
     "batch_norm_mode",
     "iaf",
     "maf",
     "nice",
+    "permutations_of",
     "permute",
     "realnvp",
     "rebuild",
     "spec_of",
 ]
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,39 +34,12 @@ from nfbook.checks import (
     check_real,
 )
 from nfbook.networks import AutoregressiveAffine, CouplingAffine
+from nfbook.permutations import PermutationSpec, legacy_permutations, resolve_permutations
+from nfbook.specs import attach_flow_spec, attach_spec, permutations_of, spec_of
 
 tfb = tfp.bijectors
 
-_SPEC_ATTRIBUTE = "_nfbook_spec"
-
-
-def attach_spec(bijector: tfb.Bijector, builder: str, **kwargs: Any) -> tfb.Bijector:
-    """Record how ``bijector`` was built (builder name and JSON-able arguments), so that a
-    saved model can be rebuilt exactly by :func:`rebuild`."""
-    setattr(bijector, _SPEC_ATTRIBUTE, json.dumps({"builder": builder, "kwargs": kwargs}))
-    return bijector
-
-
-def spec_of(bijector: tfb.Bijector) -> dict[str, Any] | None:
-    """Return the ``{"builder": ..., "kwargs": ...}`` record of an nfbook-built bijector.
-
-    Parameters
-    ----------
-    bijector : tfb.Bijector
-        Any bijector.
-
-    Returns
-    -------
-    dict or None
-        The builder's name and arguments, or ``None`` for a bijector not made by nfbook.
-
-    Examples
-    --------
-    >>> spec_of(maf(2, num_layers=1))["builder"]
-    'maf'
-    """
-    text = getattr(bijector, _SPEC_ATTRIBUTE, None)
-    return None if text is None else json.loads(text)
+_SCHEME_1_BUILDERS = ("maf", "iaf", "realnvp", "nice")  # builders of nfbook 0.1.0
 
 
 def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
@@ -74,7 +48,10 @@ def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
     Parameters
     ----------
     spec : dict
-        ``{"builder": name, "kwargs": {...}}``.
+        ``{"builder": name, "kwargs": {...}}``, with ``"permutation_scheme"`` for a stack
+        recorded by :func:`attach_flow_spec`. A MAF, IAF, RealNVP or NICE record without it
+        and without ``permutation`` is one of nfbook 0.1.0, whose default permutations were
+        drawn from the seed: it is rebuilt with those (``permutation="random"``).
 
     Returns
     -------
@@ -92,9 +69,11 @@ def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
     3
     """
     from nfbook.continuous import ffjord  # continuous.py imports this module
+    from nfbook.splines import nsf  # so does splines.py
 
     builders: dict[str, Callable[..., tfb.Bijector]] = {
         "ffjord": ffjord,
+        "nsf": nsf,
         "affine": affine,
         "maf": maf,
         "iaf": iaf,
@@ -109,6 +88,10 @@ def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
     if not isinstance(kwargs, dict):
         raise ValueError(f"The saved record of builder {name!r} has no arguments (a dict under "
                          f"'kwargs'), got {kwargs!r}.")
+    if (name in _SCHEME_1_BUILDERS and "permutation_scheme" not in spec
+            and kwargs.get("permutation") is None):
+        # A record of nfbook 0.1.0, whose default permutations were drawn from the seed.
+        kwargs = {**kwargs, "permutation": "random"}
     return builders[name](**kwargs)
 
 
@@ -186,17 +169,6 @@ def permute(permutation: Sequence[int], name: str = "permute") -> tfb.Permute:
     return tfb.Permute(perm, name=name)
 
 
-def _default_permutation(ndim: int, layer: int, seed: int) -> np.ndarray:
-    """Reverse for two dimensions; a seeded random non-identity permutation above."""
-    if ndim == 2:
-        return np.array([1, 0], dtype=np.int32)
-    rng = np.random.default_rng([seed, layer])
-    while True:
-        perm = rng.permutation(ndim)
-        if np.any(perm != np.arange(ndim)):
-            return perm.astype(np.int32)
-
-
 def _batch_norm() -> tfb.BatchNormalization:
     # Positive gamma as in TFP's default layer; momentum 0.9 so that the running
     # statistics settle within a few epochs of large batches.
@@ -211,20 +183,29 @@ def _stack(
     num_layers: int,
     make_layer: Callable[[int], tfb.Bijector],
     batch_norm: bool,
-    permutation: Sequence[int] | None,
+    permutation: PermutationSpec,
     seed: int,
     name: str,
 ) -> tfb.Chain:
     """Chain ``num_layers`` flow layers, each optionally followed (towards the data) by a
-    batch norm, with a permutation between consecutive layers."""
-    if permutation is not None:
-        permutation = check_permutation(permutation, ndim)
+    batch norm, with a permutation between consecutive layers: ``permutation`` as the
+    builders take it (:func:`nfbook.permutations.resolve_permutations`; ``"random"`` draws
+    scheme 1's from ``seed``). The default scheme is chosen by the layers' kind: coupling
+    layers (:class:`tfb.RealNVP`) or autoregressive ones (anything else)."""
+    layers = [make_layer(i) for i in range(num_layers)]
+    if isinstance(permutation, str):
+        if permutation != "random":
+            raise ValueError(f"`permutation` must be None, 'random', a permutation or a list "
+                             f"of them, got {permutation!r}.")
+        perms = legacy_permutations(ndim, num_layers, seed)
+    else:
+        num_masked = layers[0]._num_masked if isinstance(layers[0], tfb.RealNVP) else None
+        perms = resolve_permutations(permutation, ndim, num_layers, num_masked)
     base_to_data: list[tfb.Bijector] = []
-    for i in range(num_layers):
-        if i > 0 and ndim > 1:
-            perm = permutation if permutation is not None else _default_permutation(ndim, i, seed)
-            base_to_data.append(tfb.Permute(perm, name=f"permute_{i}"))
-        base_to_data.append(make_layer(i))
+    for i, layer in enumerate(layers):
+        if i > 0 and perms:
+            base_to_data.append(tfb.Permute(perms[i - 1], name=f"permute_{i}"))
+        base_to_data.append(layer)
         if batch_norm:
             base_to_data.append(_batch_norm())
     # tfb.Chain applies its last bijector first when going forward (base to data).
@@ -258,7 +239,7 @@ def maf(
     batch_norm: bool = False,
     *,
     log_scale_bound: float = 3.0,
-    permutation: Sequence[int] | None = None,
+    permutation: PermutationSpec = None,
     seed: int = 0,
 ) -> tfb.Chain:
     r"""Masked autoregressive flow: affine MAF layers on MADE networks, permuted in between.
@@ -290,11 +271,15 @@ def maf(
         while training.
     log_scale_bound : float
         Bound :math:`c` of the log-scales.
-    permutation : sequence of int, optional
-        Permutation between layers; by default the reversal for ``ndim == 2`` and a seeded
-        random permutation per layer above (mixing every dimension).
+    permutation : None, "random", sequence of int, or sequence of sequences of int
+        Permutations between layers. ``None``: the default, the reversal between every two
+        layers, so that each layer transforms every coordinate, consecutive layers use
+        opposite orders, and from two layers on every output depends on every base coordinate
+        (:mod:`nfbook.permutations`). ``"random"``: a permutation per gap drawn from ``seed``
+        (the default of nfbook 0.1.0). One permutation: the same between every two layers.
+        ``num_layers - 1`` permutations: one per gap, base side first.
     seed : int
-        Seed of the default permutations.
+        Seed of ``permutation="random"``.
 
     Returns
     -------
@@ -328,10 +313,10 @@ def maf(
         lambda i: _maf_layer(ndim, hidden_units, activation, log_scale_bound, i),
         batch_norm, permutation, seed, name="maf",
     )
-    return attach_spec(
+    return attach_flow_spec(
         chain, "maf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
-        permutation=None if permutation is None else list(map(int, permutation)), seed=seed,
+        seed=seed,
     )
 
 
@@ -343,7 +328,7 @@ def iaf(
     batch_norm: bool = False,
     *,
     log_scale_bound: float = 3.0,
-    permutation: Sequence[int] | None = None,
+    permutation: PermutationSpec = None,
     seed: int = 0,
 ) -> tfb.Chain:
     r"""Inverse autoregressive flow: each layer is ``tfb.Invert`` of a MAF layer.
@@ -381,10 +366,10 @@ def iaf(
                           name=f"iaf_{i}")
 
     chain = _stack(ndim, num_layers, make_layer, batch_norm, permutation, seed, name="iaf")
-    return attach_spec(
+    return attach_flow_spec(
         chain, "iaf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
-        permutation=None if permutation is None else list(map(int, permutation)), seed=seed,
+        seed=seed,
     )
 
 
@@ -396,7 +381,7 @@ def _coupling(
     activation: str,
     batch_norm: bool,
     log_scale_bound: float,
-    permutation: Sequence[int] | None,
+    permutation: PermutationSpec,
     seed: int,
 ) -> tfb.Chain:
     ndim, num_layers, hidden_units, log_scale_bound, seed = _check_flow_args(
@@ -421,10 +406,10 @@ def _coupling(
         log_scale = tf.Variable(tf.zeros([ndim]), name="nice_log_scale")
         chain = tfb.Chain([tfb.Scale(log_scale=log_scale, name="scale"), *chain.bijectors],
                           name=builder)
-    return attach_spec(
+    return attach_flow_spec(
         chain, builder, ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
-        permutation=None if permutation is None else list(map(int, permutation)), seed=seed,
+        seed=seed,
     )
 
 
@@ -436,7 +421,7 @@ def realnvp(
     batch_norm: bool = False,
     *,
     log_scale_bound: float = 3.0,
-    permutation: Sequence[int] | None = None,
+    permutation: PermutationSpec = None,
     seed: int = 0,
 ) -> tfb.Chain:
     r"""RealNVP: affine coupling layers, permuted in between.
@@ -450,8 +435,14 @@ def realnvp(
     ----------
     ndim : int
         Event size :math:`D \geq 2`.
-    hidden_units, num_layers, activation, batch_norm, log_scale_bound, permutation, seed
+    hidden_units, num_layers, activation, batch_norm, log_scale_bound, seed
         As in :func:`maf`; the networks are :class:`nfbook.networks.CouplingAffine`.
+    permutation : None, "random", sequence of int, or sequence of sequences of int
+        As in :func:`maf`, but the default is the rotation :math:`p \mapsto (p + d) \bmod D`
+        between every two layers: every coordinate a layer keeps is transformed by the next,
+        so each is transformed in at least one of any two consecutive layers, and from three
+        layers on (even :math:`D`; four for odd :math:`D`, as by default) every output
+        depends on every base coordinate (:mod:`nfbook.permutations`).
 
     Returns
     -------
@@ -480,7 +471,7 @@ def nice(
     batch_norm: bool = False,
     *,
     log_scale_bound: float = 3.0,
-    permutation: Sequence[int] | None = None,
+    permutation: PermutationSpec = None,
     seed: int = 0,
 ) -> tfb.Chain:
     r"""NICE: additive (shift-only) coupling layers, then a trainable diagonal scale.
@@ -489,6 +480,13 @@ def nice(
     :math:`\log|\det J| = 0`; the last bijector towards the data,
     :math:`x = \exp(\sigma) \odot y`, carries all of the volume change,
     :math:`\sum_i \sigma_i`.
+
+    The gradient of a shift network's weights at the identity start is
+    :math:`\mathbb{E}[x_{d+1:D}\, h(x_{1:d})^\top]` (:math:`h`: its last hidden layer, unit
+    base variance), zero on data whose conditional :math:`p(x_{d+1:D} \mid x_{1:d})` is
+    symmetric about 0 (concentric circles), whatever the weights: there additive couplings
+    start on a stationary point and only the final scale learns, while :func:`realnvp`'s
+    log-scales get the non-zero gradient of the conditional spread.
 
     Parameters
     ----------

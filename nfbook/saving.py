@@ -27,7 +27,9 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 _FORMAT = "nfbook-flow-model"
-_FORMAT_VERSION = 2  # 2: probe points sampled from the model, the base's variables
+# 2: probe points sampled from the model, the base's variables; 3: the bijector record holds
+# the resolved permutations between layers and their scheme (nfbook.permutations)
+_FORMAT_VERSION = 3
 _PROBE_SIZE = 64
 _PROBE_SEED = (20240917, 1)  # stateless: the same probe points at every save
 
@@ -72,14 +74,15 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
     """Write ``model`` to the single file ``path``.
 
     The file is a zip archive holding ``model.json`` (the builder's name and arguments,
-    whether the base is the default one, the shapes of the variables, the optimizer's
-    configuration, and 64 probe points drawn from the model with a fixed seed, with their
-    log-densities) and ``weights.npz`` (every flow variable, batch-norm running statistics
-    included, the base distribution's variables, and the optimizer's state). A custom base
-    is not itself saved, only its variables (a trained ``loc``, say): pass a base built the
-    same way to :func:`load`. The file is written to a temporary file, flushed to disk and
-    moved into place, so an interrupted save never destroys an earlier file; it gets the
-    permissions a plain write would give (those of the file it replaces, if any).
+    the permutations between layers included, whether the base is the default one, the
+    shapes of the variables, the optimizer's configuration, and 64 probe points drawn from
+    the model with a fixed seed, with their log-densities) and ``weights.npz`` (every flow
+    variable, batch-norm running statistics included, the base distribution's variables,
+    and the optimizer's state). A custom base is not itself saved, only its variables (a
+    trained ``loc``, say): pass a base built the same way to :func:`load`. The file is
+    written to a temporary file, flushed to disk and moved into place, so an interrupted
+    save never destroys an earlier file; it gets the permissions a plain write would give
+    (those of the file it replaces, if any).
 
     Parameters
     ----------
@@ -259,7 +262,9 @@ def load(
     The flow is rebuilt from the recorded builder and arguments (or from ``bijector``),
     its variables and those of the base are set from the file, the optimizer is restored with
     its state, and the log-densities of the recorded probe points must match those saved, so
-    a model that loads is the model that was saved. Files of format versions 1 and 2 load.
+    a model that loads is the model that was saved. Files of format versions 1 to 3 load;
+    those of nfbook 0.1.0 (versions 1 and 2) record their default permutations by a seed
+    only, and are rebuilt with the permutations that version drew from it.
 
     Parameters
     ----------

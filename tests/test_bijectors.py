@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+import tf_keras as keras
 from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.bijectors.invert import _Invert
 
 import nfbook
-from nfbook.bijectors import rebuild, spec_of
+from nfbook.bijectors import permutations_of, rebuild, spec_of
+from nfbook.permutations import legacy_permutations
 
 from invariants import (
     BUILDERS,
@@ -16,6 +18,7 @@ from invariants import (
     fresh,
     grid_integral,
     make_flow,
+    randomize,
 )
 
 tfb = tfp.bijectors
@@ -92,14 +95,101 @@ def test_random_2d_density_integrates_to_one(builder):
     assert abs(grid_integral(dist.log_prob, extent=8.0, resolution=401) - inside) < 0.01
 
 
-def test_default_permutations_mix_every_dimension():
-    flow = nfbook.maf(8, hidden_units=(8,), num_layers=4, seed=3)
-    perms = [b.permutation.numpy() for b in flow.bijectors if isinstance(b, tfb.Permute)]
-    assert len(perms) == 3
-    assert all(np.any(p != np.arange(8)) for p in perms)
-    again = nfbook.maf(8, hidden_units=(8,), num_layers=4, seed=3)
-    assert all(np.array_equal(a.permutation, b.permutation)
-               for a, b in zip(again.bijectors[1::2], flow.bijectors[1::2]))
+def layer_structure(layer, ndim, rng):
+    """Which positions ``layer`` transforms and which outputs depend on which inputs, read
+    from its Jacobian at random points (a position is transformed if its output is not its
+    input: a row of the Jacobian other than the unit vector, at some point)."""
+    z = tf.constant(rng.normal(size=(16, ndim)).astype(np.float32))
+    _, jacobian = autodiff_log_det(layer, z)
+    jacobian = jacobian.numpy()
+    depends = np.any(np.abs(jacobian) > 1e-6, axis=0)
+    transformed = np.any(np.abs(jacobian - np.eye(ndim)) > 1e-6, axis=(0, 2))
+    return transformed, depends
+
+
+def stack_structure(flow, ndim, rng):
+    """Follow a built stack from the base to the data. Returns, for each flow layer, the base
+    coordinates it transforms and its order (the base coordinate at each position), and the
+    final dependence of every output position on every base coordinate."""
+    order = np.arange(ndim)  # the base coordinate at each position
+    depends = np.eye(ndim, dtype=bool)  # output position x base coordinate
+    transformed, orders = [], []
+    for bijector in reversed(flow.bijectors):  # base to data
+        if isinstance(bijector, tfb.Permute):
+            perm = bijector.permutation.numpy()
+            order, depends = order[perm], depends[perm]
+        elif isinstance(bijector, (tfb.BatchNormalization, tfb.Scale)):
+            continue  # elementwise
+        else:
+            moved, local = layer_structure(bijector, ndim, rng)
+            transformed.append(set(order[moved].tolist()))
+            orders.append(order.copy())
+            depends = (local.astype(int) @ depends.astype(int)) > 0
+    return transformed, orders, depends
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_default_permutations_transform_every_coordinate_and_mix_every_pair(builder):
+    # The guarantee of nfbook.permutations, read from the built flows at their default depth.
+    rng = np.random.default_rng(0)
+    for ndim in range(2, 17):
+        flow = getattr(nfbook, builder)(ndim, hidden_units=(8,))
+        flow.forward(tf.zeros([1, ndim]))
+        randomize(flow, rng)  # an untrained coupling layer is the identity
+        transformed, orders, depends = stack_structure(flow, ndim, rng)
+        everything = set(range(ndim))
+        assert set().union(*transformed) == everything, (builder, ndim)
+        for k in range(1, len(orders)):
+            assert not np.array_equal(orders[k], orders[k - 1]), (builder, ndim, k)
+            # no coordinate is left alone by two consecutive layers
+            assert transformed[k] | transformed[k - 1] == everything, (builder, ndim, k)
+        if builder in ("maf", "iaf"):
+            assert all(t == everything for t in transformed), (builder, ndim)
+        # every output coordinate depends on every base coordinate
+        assert depends.all(), (builder, ndim, depends.astype(int))
+
+
+def test_coupling_stacks_mix_every_pair_from_three_layers_for_even_sizes_four_for_odd():
+    rng = np.random.default_rng(1)
+    for ndim, layers, dense in [(6, 3, True), (6, 2, False), (7, 4, True), (7, 3, False),
+                                (3, 3, True)]:
+        flow = nfbook.realnvp(ndim, hidden_units=(8,), num_layers=layers)
+        flow.forward(tf.zeros([1, ndim]))
+        randomize(flow, rng)
+        assert stack_structure(flow, ndim, rng)[2].all() == dense, (ndim, layers)
+
+
+def test_permutation_options():
+    random = nfbook.maf(5, hidden_units=(8,), num_layers=4, permutation="random", seed=3)
+    legacy = [p.tolist() for p in legacy_permutations(5, 4, seed=3)]
+    assert permutations_of(random) == legacy
+    assert permutations_of(nfbook.maf(5, hidden_units=(8,), permutation="random", seed=4)) \
+        != permutations_of(nfbook.maf(5, hidden_units=(8,), permutation="random", seed=3))
+    given = [[1, 2, 0], [2, 0, 1]]
+    assert permutations_of(nfbook.realnvp(3, hidden_units=(8,), num_layers=3,
+                                          permutation=given)) == given
+    assert permutations_of(nfbook.nice(3, hidden_units=(8,), num_layers=3,
+                                       permutation=[1, 2, 0])) == [[1, 2, 0], [1, 2, 0]]
+    single = nfbook.realnvp(3, hidden_units=(8,), num_layers=1)
+    assert spec_of(single)["kwargs"]["permutation"] == []
+    assert len(rebuild(spec_of(single)).bijectors) == 1
+    with pytest.raises(ValueError, match="one per gap between the 3 layers"):
+        nfbook.realnvp(3, num_layers=3, permutation=[[1, 2, 0]])
+    with pytest.raises(ValueError, match="`permutation` must be None, 'random'"):
+        nfbook.iaf(3, permutation="reverse")
+
+
+@pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
+def test_records_hold_the_resolved_permutations_and_rebuild_to_them(builder):
+    for permutation in (None, "random", [2, 0, 1]):
+        flow = getattr(nfbook, builder)(3, hidden_units=(8,), permutation=permutation, seed=5)
+        spec = spec_of(flow)
+        assert spec["permutation_scheme"] == 2
+        assert spec["kwargs"]["permutation"] == permutations_of(flow) != []
+        assert permutations_of(rebuild(spec)) == permutations_of(flow)
+    old = {"builder": builder, "kwargs": {**spec["kwargs"], "permutation": None}}
+    assert permutations_of(rebuild(old)) == [
+        p.tolist() for p in legacy_permutations(3, spec["kwargs"]["num_layers"], seed=5)]
 
 
 def test_two_dimensional_permutation_is_the_swap():
@@ -222,3 +312,18 @@ def test_permute_rejects_an_invalid_permutation():
 def test_maf_on_one_dimension_is_a_learnable_affine_map():
     flow = make_flow("maf", 1)
     assert_bijective_and_finite(flow, 1)
+
+
+def test_a_zero_initialised_coupling_flow_leaves_the_gaussian_on_symmetric_data():
+    # On make_circles each coordinate's conditional given the other is symmetric, so the
+    # gradient of a coupling layer's shift vanishes at the identity start; the log-scale's
+    # does not (the conditional spread varies), and RealNVP leaves the Gaussian at once.
+    from sklearn.datasets import make_circles
+
+    x = make_circles(4096, noise=0.05, factor=0.5, random_state=0)[0].astype(np.float32)
+    best_gaussian = 0.5 * np.sum(np.log(2 * np.pi * np.e * x.var(axis=0)))
+    nfbook.set_seed(0)
+    model = nfbook.FlowModel(nfbook.realnvp(2), ndim=2)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(x, epochs=16, batch_size=256, verbose=0)  # 256 steps
+    assert float(-tf.reduce_mean(model.log_prob(x))) < best_gaussian - 0.1

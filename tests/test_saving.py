@@ -1,7 +1,9 @@
+import json
 import os
 import stat
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ import tf_keras as keras
 
 import nfbook
 from nfbook import saving
+from nfbook.bijectors import permutations_of
+from nfbook.permutations import legacy_permutations
 
 from invariants import BUILDERS
 
@@ -270,3 +274,41 @@ def test_a_file_of_format_version_1_still_loads(tmp_path):
     x = nfbook.data.moons(100, seed=3)
     assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+
+
+DATA = Path(__file__).resolve().parent / "data"
+V010 = json.loads((DATA / "v010_log_prob.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(V010))
+def test_files_saved_by_nfbook_0_1_0_load_to_the_same_model(name):
+    # Written by tests/data/make_v010_files.py with nfbook 0.1.0, whose default permutations
+    # were drawn from the seed: they must be rebuilt as they were, not with today's default.
+    with zipfile.ZipFile(DATA / f"{name}.nfbook") as archive:
+        record = json.loads(archive.read("model.json"))
+    assert record["bijector"]["kwargs"]["permutation"] is None
+    assert "permutation_scheme" not in record["bijector"]
+    model = nfbook.load(DATA / f"{name}.nfbook")
+    points = np.asarray(V010[name]["points"], dtype=np.float32)
+    np.testing.assert_allclose(model.log_prob(points), V010[name]["log_prob"], rtol=1e-5,
+                               atol=1e-5)
+    kwargs = record["bijector"]["kwargs"]
+    legacy = legacy_permutations(kwargs["ndim"], kwargs["num_layers"], kwargs["seed"])
+    assert permutations_of(model.bijector) == [p.tolist() for p in legacy]
+    if kwargs["ndim"] > 2:  # today's default differs, so the test shows the old one is used
+        fresh = getattr(nfbook, record["bijector"]["builder"])(
+            kwargs["ndim"], hidden_units=kwargs["hidden_units"])
+        assert permutations_of(fresh) != permutations_of(model.bijector)
+
+
+def test_a_resaved_file_of_0_1_0_records_its_permutations(tmp_path):
+    model = nfbook.load(DATA / "v010_realnvp4.nfbook")
+    model.save(tmp_path / "again.nfbook")
+    with zipfile.ZipFile(tmp_path / "again.nfbook") as archive:
+        record = json.loads(archive.read("model.json"))
+    assert record["format_version"] == saving._FORMAT_VERSION == 3
+    assert record["bijector"]["permutation_scheme"] == 2
+    assert record["bijector"]["kwargs"]["permutation"] == permutations_of(model.bijector)
+    x = np.asarray(V010["v010_realnvp4"]["points"], dtype=np.float32)
+    np.testing.assert_allclose(nfbook.load(tmp_path / "again.nfbook").log_prob(x),
+                               model.log_prob(x), rtol=1e-6, atol=1e-6)

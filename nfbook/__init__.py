@@ -2,11 +2,13 @@
 
 from nfbook import animation, data, plot, reverse_kl, timing
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
-from nfbook.continuous import FlowMatching, ffjord
+from nfbook.continuous import ffjord
+from nfbook.flow_matching import FlowMatching
 from nfbook.model import FlowModel
 from nfbook.notebook import glue
 from nfbook.saving import load
 from nfbook.seed import set_seed
+from nfbook.splines import nsf
 from nfbook.training import NonFiniteLossError
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "load",
     "maf",
     "nice",
+    "nsf",
     "permute",
     "plot",
     "realnvp",

@@ -2,19 +2,13 @@ r"""One-pass log-density of a flow: each network evaluated once per layer.
 
 TFP computes :math:`\log p(x) = \log p_z(f^{-1}(x)) + \log|\det J_{f^{-1}}(x)|` through two
 separate calls, ``bijector.inverse(x)`` and ``bijector.inverse_log_det_jacobian(x)``, and a
-``MaskedAutoregressiveFlow`` or ``RealNVP`` layer runs its network in each. For the layers
-nfbook builds, :func:`inverse_and_log_det` takes both from one network pass: half the network
-work per training step, and about half the graph for TensorFlow to trace
-(``benchmarks/training_speed.py``). Two more shortcuts keep the training step's graph small:
-a ``tfb.Permute`` on the last axis is a gather whose gradient is the inverse gather
-(:func:`permute_last_axis`: 20 graph operations with its gradient, against 75 through TFP's
-``Permute`` and TensorFlow's general gather gradient), and the standard normal base has a
-closed-form log-density (:func:`standard_normal_log_prob`: 35 operations with its gradient,
-against 144 for ``tfd.MultivariateNormalDiag``). For nfbook's default MAF in two dimensions
-the forward pass and gradient shrink from 628 to 409 operations, which TensorFlow traces
-before the first step and runs at every step. Any other bijector goes through TFP's own two
-calls, so the result is always the TFP density (``tests/test_density.py`` checks values and
-gradients agree).
+``MaskedAutoregressiveFlow`` or ``RealNVP`` layer runs its network in each. For the affine layers
+nfbook builds, :func:`inverse_and_log_det` takes both from one network pass, which halves the
+network work of a training step and about halves the graph that TensorFlow traces. Two more
+shortcuts keep that graph small: a ``tfb.Permute`` on the last axis is a gather whose gradient is
+the inverse gather (:func:`permute_last_axis`), and the standard normal base has a closed-form
+log-density (:func:`standard_normal_log_prob`). Any other bijector goes through TFP's own two
+calls, so the result is always TFP's density, up to float rounding.
 """
 
 from __future__ import annotations
@@ -30,6 +24,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.bijectors.chain import _Chain
 
 from nfbook.networks import AutoregressiveAffine, CouplingAffine
+from nfbook.spline_density import spline_layer_inverse
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -207,7 +202,9 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
             return bijector.inverse(y), None
         _check_width(bijector, y, len(indices))
         return permute_last_axis(y, np.argsort(indices)), None
-    fused = None
+    fused = spline_layer_inverse(bijector, y)  # None unless an nfbook.nsf layer
+    if fused is not None:
+        return fused
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):
         fused = _maf_inverse(bijector, y)
     elif isinstance(bijector, tfb.RealNVP):

@@ -1,19 +1,23 @@
-"""Continuous normalizing flows: a time-dependent vector field, FFJORD, and flow matching."""
+"""Continuous normalizing flows: a time-dependent vector field and FFJORD.
+
+Flow matching, which trains the same vector field by regression, is in
+:mod:`nfbook.flow_matching`.
+"""
 
 from __future__ import annotations
 
-__all__ = ["FlowMatching", "VectorField", "ffjord", "flow_matching_loss", "trace_exact"]
+__all__ = ["VectorField", "ffjord", "trace_exact"]
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
 from nfbook.bijectors import attach_spec
-from nfbook.checks import check_data, check_hidden_units, check_positive_int, check_real
-from nfbook.training import add_guard, apply_if_finite, resolve_optimizer
+from nfbook.checks import check_hidden_units, check_positive_int, check_real
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -28,7 +32,10 @@ class VectorField(keras.layers.Layer):
     time is appended to the state as one more input of a dense network,
     :math:`v_\theta(t, x) = \mathrm{MLP}([x, t])`, every output sees every input: a
     continuous flow needs no triangular structure. Smooth activations keep the ODE easy for
-    adaptive solvers.
+    adaptive solvers. With ``time_features=K`` the time also enters through the Fourier
+    features :math:`\sin(2^k \pi t), \cos(2^k \pi t)`, :math:`k = 0, \dots, K - 1`, which let
+    a small network change quickly with :math:`t` (as a flow onto thin data must near
+    :math:`t = 1`).
 
     Parameters
     ----------
@@ -38,6 +45,8 @@ class VectorField(keras.layers.Layer):
         Hidden widths.
     activation : str
         Hidden activation (smooth: ``"tanh"``, ``"softplus"``, ``"swish"``...).
+    time_features : int
+        Number :math:`K \ge 0` of Fourier frequencies of the time.
     **kwargs
         Passed to :class:`tf_keras.layers.Layer`.
 
@@ -59,11 +68,12 @@ class VectorField(keras.layers.Layer):
     """
 
     def __init__(self, ndim: int, hidden_units: Sequence[int] = (64, 64),
-                 activation: str = "tanh", **kwargs: Any) -> None:
+                 activation: str = "tanh", time_features: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ndim = check_positive_int("ndim", ndim)
         self.hidden_units = check_hidden_units(hidden_units)
         self.activation = activation
+        self.time_features = check_positive_int("time_features", time_features, 0)
         self.hidden = [keras.layers.Dense(h, activation=activation) for h in self.hidden_units]
         self.out = keras.layers.Dense(self.ndim)
 
@@ -77,7 +87,12 @@ class VectorField(keras.layers.Layer):
             t = t[..., None]  # one time per state, without its own axis
         t = tf.broadcast_to(t, tf.shape(x[..., :1]))
         # Dense layers want (rows, features): flatten any leading axes, restore them after
-        h = tf.reshape(tf.concat([x, t], axis=-1), [-1, self.ndim + 1])
+        inputs = [x, t]
+        if self.time_features:
+            angles = t * (np.pi * 2.0 ** np.arange(self.time_features)).astype(
+                x.dtype.as_numpy_dtype)
+            inputs += [tf.sin(angles), tf.cos(angles)]
+        h = tf.reshape(tf.concat(inputs, axis=-1), [-1, self.ndim + 1 + 2 * self.time_features])
         for layer in self.hidden:
             h = layer(h)
         return tf.reshape(self.out(h), tf.shape(x))
@@ -142,6 +157,7 @@ def ffjord(
     hidden_units: Sequence[int] = (64, 64),
     activation: str = "tanh",
     *,
+    time_features: int = 0,
     exact_trace: bool = True,
     atol: float = 1e-3,
     rtol: float = 1e-3,
@@ -169,7 +185,7 @@ def ffjord(
     ----------
     ndim : int
         Event size.
-    hidden_units, activation
+    hidden_units, activation, time_features
         Of the :class:`VectorField` built when ``field`` is not given.
     exact_trace : bool
         Exact trace (``True``) or Hutchinson's estimator.
@@ -179,7 +195,7 @@ def ffjord(
     first_step_size : float
         Size of the solver's first step (it adapts from there).
     field : VectorField, optional
-        An existing vector field to integrate (e.g. one trained by :class:`FlowMatching`).
+        An existing vector field to integrate (e.g. one trained by :class:`nfbook.FlowMatching`).
 
     Returns
     -------
@@ -213,7 +229,7 @@ def ffjord(
         raise TypeError(f"`exact_trace` must be True or False, got {exact_trace!r}.")
     recordable = field is None
     if field is None:
-        field = VectorField(ndim, hidden_units, activation)
+        field = VectorField(ndim, hidden_units, activation, time_features)
     elif not isinstance(field, VectorField):
         raise TypeError(f"`field` must be an nfbook.continuous.VectorField, got "
                         f"{type(field).__name__}.")
@@ -226,245 +242,7 @@ def ffjord(
     flow.field = field
     if recordable:
         attach_spec(flow, "ffjord", ndim=ndim, hidden_units=list(field.hidden_units),
-                    activation=activation, exact_trace=exact_trace, atol=atol, rtol=rtol,
+                    activation=activation, time_features=field.time_features,
+                    exact_trace=exact_trace, atol=atol, rtol=rtol,
                     first_step_size=first_step_size)
     return flow
-
-
-def flow_matching_loss(
-    field: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
-    x1: tf.Tensor,
-    x0: tf.Tensor,
-    t: tf.Tensor,
-) -> tf.Tensor:
-    r"""Per-example conditional flow-matching loss with straight-line paths.
-
-    The path from a base sample :math:`x_0` to a data point :math:`x_1` is
-    :math:`x_t = (1 - t) x_0 + t x_1`, travelled at the constant velocity
-    :math:`x_1 - x_0`, and the loss is the squared error of the field there,
-
-    .. math:: \ell = \left\| v_\theta(t, x_t) - (x_1 - x_0) \right\|^2 .
-
-    Its mean over :math:`x_0 \sim p_z`, :math:`x_1 \sim p_{\mathrm{data}}`,
-    :math:`t \sim U(0, 1)` is minimised by :math:`v^*(t, x) = \mathbb{E}[x_1 - x_0 \mid
-    x_t = x]`, the field whose flow carries :math:`p_z` to the data.
-
-    Parameters
-    ----------
-    field : callable
-        ``field(t, x)`` with ``t`` of shape ``(n, 1)`` and ``x`` of shape ``(n, D)``.
-    x1, x0 : tf.Tensor
-        Data and base samples, shape ``(n, D)``.
-    t : tf.Tensor
-        Times in :math:`[0, 1]`, shape ``(n, 1)``.
-
-    Returns
-    -------
-    tf.Tensor
-        Shape ``(n,)``.
-
-    Examples
-    --------
-    >>> x0, x1 = tf.zeros([3, 2]), tf.ones([3, 2])
-    >>> exact = lambda t, x: tf.ones_like(x)  # the velocity x1 - x0 everywhere
-    >>> flow_matching_loss(exact, x1, x0, tf.fill([3, 1], 0.5)).numpy().tolist()
-    [0.0, 0.0, 0.0]
-    """
-    xt = (1.0 - t) * x0 + t * x1
-    return tf.reduce_sum((field(t, xt) - (x1 - x0)) ** 2, axis=-1)
-
-
-class FlowMatching(keras.Model):
-    r"""A continuous flow trained by conditional flow matching with straight-line paths.
-
-    For data :math:`x_1`, base samples :math:`x_0 \sim \mathcal{N}(0, I)` and
-    :math:`t \sim U(0, 1)`, the point :math:`x_t = (1 - t) x_0 + t x_1` moves with velocity
-    :math:`x_1 - x_0`; the vector field is fitted by plain regression,
-
-    .. math:: \mathcal{L}(\theta) = \mathbb{E}_{t, x_0, x_1}
-        \left\| v_\theta(t, x_t) - (x_1 - x_0) \right\|^2
-
-    (:func:`flow_matching_loss`), whose minimiser is the marginal field that carries the
-    base to the data. No ODE is solved while training. :meth:`sample` integrates
-    :math:`dx/dt = v_\theta` from 0 to 1, and :meth:`log_prob` integrates it back from the
-    data with the instantaneous change of variables (the exact trace, through :func:`ffjord`).
-    It has ``distribution`` and ``bijector`` like a :class:`nfbook.FlowModel`, so the
-    plotting helpers work on it unchanged.
-
-    Parameters
-    ----------
-    ndim : int
-        Event size.
-    hidden_units, activation
-        Of the :class:`VectorField`.
-    atol, rtol, first_step_size : float
-        ODE solver settings for :meth:`log_prob` and :meth:`sample` (see :func:`ffjord`).
-        Training solves no ODE, so the tolerances can be tight: at ``1e-3`` the
-        log-density can be off by a few hundredths of a nat.
-    name : str
-        Name of the Keras model.
-
-    Raises
-    ------
-    TypeError, ValueError
-        On bad arguments.
-
-    References
-    ----------
-    Lipman et al. (2023), Flow Matching for Generative Modeling,
-    https://arxiv.org/abs/2210.02747; Liu et al. (2023), Flow Straight and Fast,
-    https://arxiv.org/abs/2209.03003.
-
-    Examples
-    --------
-    >>> import nfbook
-    >>> model = FlowMatching(2, hidden_units=(16,))
-    >>> model.compile()
-    >>> history = model.fit(nfbook.data.moons(256), epochs=1, batch_size=64, verbose=0)
-    >>> model.sample(3, seed=(1, 2)).shape
-    TensorShape([3, 2])
-    >>> model.log_prob([[0.0, 0.5]]).shape
-    TensorShape([1])
-    """
-
-    def __init__(self, ndim: int, hidden_units: Sequence[int] = (64, 64),
-                 activation: str = "tanh", *, atol: float = 1e-5, rtol: float = 1e-5,
-                 first_step_size: float = 0.1, name: str = "flow_matching") -> None:
-        super().__init__(name=name)
-        self.ndim = check_positive_int("ndim", ndim)
-        self.field = VectorField(self.ndim, hidden_units, activation)
-        self._bijector = ffjord(self.ndim, field=self.field, atol=atol, rtol=rtol,
-                                first_step_size=first_step_size)
-        self._distribution = tfd.TransformedDistribution(
-            tfd.MultivariateNormalDiag(loc=tf.zeros([self.ndim])), self._bijector)
-        self._solver = tfp.math.ode.DormandPrince(atol=atol, rtol=rtol,
-                                                  first_step_size=first_step_size)
-        self.regression_loss = keras.metrics.Mean(name="loss")
-        self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
-        self.field(0.0, tf.zeros([1, self.ndim]))
-        spec = tf.TensorSpec([None, self.ndim], tf.float32)
-        # graph versions: an eager adaptive ODE solve runs its step loop in Python (slow)
-        self._graph_log_prob = tf.function(self._distribution.log_prob, input_signature=[spec])
-        self._graph_integrate = tf.function(self._integrate, input_signature=[spec])
-
-    @property
-    def bijector(self) -> tfb.FFJORD:
-        """The ``tfb.FFJORD`` bijector integrating the learned field from base to data."""
-        return self._bijector
-
-    @property
-    def distribution(self) -> tfd.TransformedDistribution:
-        """The base pushed through :attr:`bijector`."""
-        return self._distribution
-
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.regression_loss, self.skipped_steps]
-
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """:math:`\\log p(x)` through the ODE (the model's output, as for ``FlowModel``)."""
-        return self._distribution.log_prob(x)
-
-    def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
-        """Configure training; the loss is always the flow-matching regression loss. The
-        default ``"adam"`` is ``keras.optimizers.legacy.Adam(1e-3)``, as for
-        :meth:`nfbook.FlowModel.compile`.
-
-        Raises
-        ------
-        TypeError
-            If a ``loss`` is given.
-        """
-        if loss is not None:
-            raise TypeError("FlowMatching trains on the flow-matching loss; compile() takes "
-                            "no `loss`.")
-        super().compile(optimizer=resolve_optimizer(optimizer), **kwargs)
-
-    def flow_matching_loss(self, x1: tf.Tensor) -> tf.Tensor:
-        """Per-example :func:`flow_matching_loss` with fresh ``x0 ~ N(0, I)``, ``t ~ U(0, 1)``."""
-        x0 = tf.random.normal(tf.shape(x1), dtype=x1.dtype)
-        t = tf.random.uniform(tf.shape(x1[:, :1]), dtype=x1.dtype)
-        return flow_matching_loss(self.field, x1, x0, t)
-
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x1 = data[0] if isinstance(data, tuple) else data
-        variables = self.field.trainable_variables
-        with tf.GradientTape() as tape:
-            per_example = self.flow_matching_loss(x1)
-            loss = tf.reduce_mean(per_example)
-        gradients = tape.gradient(loss, variables)
-        skipped = apply_if_finite(self.optimizer, loss, gradients, variables,
-                                  halted=self.skipped_steps.result() > 0)
-        self.skipped_steps.update_state(skipped)
-        finite = tf.equal(skipped, 0.0)
-        self.regression_loss.update_state(
-            tf.where(finite, per_example, tf.zeros_like(per_example)),
-            sample_weight=tf.cast(finite, per_example.dtype))
-        return {m.name: m.result() for m in self.metrics}
-
-    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x1 = data[0] if isinstance(data, tuple) else data
-        self.regression_loss.update_state(self.flow_matching_loss(x1))
-        return {"loss": self.regression_loss.result()}
-
-    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
-        """Fit the vector field to data ``x`` (no labels); options as ``keras.Model.fit``.
-
-        ``history.history["loss"]`` is the mean flow-matching loss per epoch (it does not go
-        to zero: the regression target :math:`x_1 - x_0` is random given :math:`x_t`).
-
-        Raises
-        ------
-        TypeError
-            If labels are passed.
-        ValueError
-            On data of the wrong shape, empty, or with NaN/inf rows.
-        nfbook.training.NonFiniteLossError
-            If the loss became NaN or infinite (that update is not applied).
-        """
-        if y is not None:
-            raise TypeError("FlowMatching.fit(x) takes no labels.")
-        if self.optimizer is None:
-            raise RuntimeError("Call compile() before fit().")
-        if not isinstance(x, tf.data.Dataset) and x is not None:
-            x = check_data(x, self.ndim, "x")
-        guard = add_guard(kwargs)
-        history = super().fit(x, **kwargs)
-        guard.raise_if_stopped("the flow-matching loss of a batch",
-                               "Standardise the data or lower the learning rate.")
-        return history
-
-    def _integrate(self, z: tf.Tensor) -> tf.Tensor:
-        results = self._solver.solve(self.field, 0.0, z, solution_times=[1.0])
-        return results.states[-1]
-
-    def log_prob(self, x: Any) -> tf.Tensor:
-        """:math:`\\log p(x)` by integrating the ODE from data to base (exact trace).
-
-        Raises
-        ------
-        TypeError, ValueError
-            On data of the wrong shape or dtype, empty, or with NaN/inf rows.
-        """
-        return self._graph_log_prob(tf.constant(check_data(x, self.ndim, "x")))
-
-    def prob(self, x: Any) -> tf.Tensor:
-        """Density :math:`p(x)`."""
-        return tf.exp(self.log_prob(x))
-
-    def sample(self, n: int, seed: Any = None) -> tf.Tensor:
-        """``n`` samples, by integrating base samples from :math:`t=0` to :math:`t=1`.
-
-        Only the state is integrated (no trace), so sampling costs one field evaluation per
-        solver stage. ``seed`` as in TFP: an int, or an ``(a, b)`` pair for stateless,
-        repeatable sampling.
-        """
-        z = self._distribution.distribution.sample(check_positive_int("n", n), seed=seed)
-        return self._graph_integrate(z)
-
-    def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
-        """Not supported: use ``save_weights`` and ``load_weights`` into a model built with
-        the same arguments (Keras's whole-model formats do not round-trip this model)."""
-        raise NotImplementedError(
-            "FlowMatching.save is not supported: call model.save_weights(path) and, later, "
-            "load_weights(path) on a FlowMatching built with the same arguments.")

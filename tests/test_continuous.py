@@ -8,24 +8,12 @@ import tf_keras as keras
 from scipy.linalg import expm
 
 import nfbook
-from nfbook.continuous import VectorField, flow_matching_loss, trace_exact
+from nfbook.continuous import VectorField, trace_exact
 
 from invariants import grid_integral
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
-
-# Base N(0, I), data N(m, s^2 I): x_t = (1 - t) x0 + t x1 has variance
-# v_t = (1 - t)^2 + t^2 s^2 per coordinate, and the field that flow matching should learn is
-# E[x1 - x0 | x_t = x] = m + c_t (x - t m) with c_t = (t s^2 - (1 - t)) / v_t.
-MEAN, SCALE = np.array([2.0, -1.0], np.float32), 0.5
-
-
-def gaussian_field(t, x):
-    t = np.asarray(t, np.float32)
-    v_t = (1 - t) ** 2 + t**2 * SCALE**2
-    return MEAN + (t * SCALE**2 - (1 - t)) / v_t * (x - t * MEAN)
-
 
 def random_ffjord(exact_trace=True, seed=0, **kwargs):
     """A small FFJORD flow whose field has random weights, so that it moves the points."""
@@ -41,16 +29,6 @@ def normal_points(n, seed, ndim=2):
     return tf.constant(np.random.default_rng(seed).normal(size=(n, ndim)).astype(np.float32))
 
 
-@pytest.fixture(scope="module")
-def gaussian_flow_matching():
-    nfbook.set_seed(0)
-    data = (MEAN + SCALE * np.random.default_rng(0).normal(size=(8000, 2))).astype(np.float32)
-    model = nfbook.FlowMatching(2, hidden_units=(64, 64))
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    history = model.fit(data, epochs=25, batch_size=256, verbose=0)
-    return model, history
-
-
 def test_vector_field_takes_scalar_or_per_state_times():
     field = VectorField(2, hidden_units=(8,))
     x = normal_points(5, 0)
@@ -63,6 +41,20 @@ def test_vector_field_takes_scalar_or_per_state_times():
     np.testing.assert_allclose(field(0.3, x[2]), by_scalar[2], rtol=1e-6)  # no batch axis
     with pytest.raises(ValueError, match=r"expected \(\.\.\., 2\)"):
         field(0.3, tf.zeros([4, 3]))
+
+
+def test_vector_field_fourier_time_features():
+    field = VectorField(2, hidden_units=(8,), time_features=3)
+    x = normal_points(5, 0)
+    assert field(0.3, x).shape == (5, 2)
+    assert field.hidden[0].kernel.shape == (2 + 1 + 2 * 3, 8)  # x, t, sin and cos of 3 angles
+    # the features have periods 2, 1 and 1/2 in t: only the raw t tells t and t + 2 apart
+    kernel = field.hidden[0].kernel
+    kernel.assign(tf.tensor_scatter_nd_update(kernel, [[2]], tf.zeros([1, 8])))
+    np.testing.assert_allclose(field(0.3, x), field(2.3, x), atol=1e-5)
+    assert np.max(np.abs(field(0.3, x) - field(0.55, x))) > 1e-3
+    with pytest.raises(ValueError, match="`time_features` must be an integer >= 0, got -1"):
+        VectorField(2, time_features=-1)
 
 
 def test_trace_exact_is_the_jacobian_diagonal():
@@ -170,59 +162,8 @@ def test_ffjord_trains_by_maximum_likelihood():
     assert after < before - 0.1, (before, after)
 
 
-def test_flow_matching_loss_at_the_optimum():
-    # With the exact field the mean loss is the leftover variance of x1 - x0 given x_t:
-    # per coordinate Var(x1 - x0) - Cov(x1 - x0, x_t)^2 / v_t = 1 + s^2 - c_t^2 v_t.
-    rng = np.random.default_rng(5)
-    n = 200_000
-    x0 = rng.normal(size=(n, 2)).astype(np.float32)
-    x1 = (MEAN + SCALE * rng.normal(size=(n, 2))).astype(np.float32)
-    t = rng.uniform(size=(n, 1)).astype(np.float32)
-    loss = flow_matching_loss(gaussian_field, x1, x0, t).numpy()
-    v_t = (1 - t) ** 2 + t**2 * SCALE**2
-    expected = 2 * np.mean(1 + SCALE**2 - (t * SCALE**2 - (1 - t)) ** 2 / v_t)
-    assert abs(loss.mean() - expected) < 4 * loss.std() / np.sqrt(n)
-    worse = flow_matching_loss(lambda t, x: gaussian_field(t, x) + 0.3, x1, x0, t).numpy()
-    np.testing.assert_allclose(worse.mean() - loss.mean(), 2 * 0.3**2, rtol=0.05)
-
-
-def test_flow_matching_learns_the_straight_line_field_between_gaussians(gaussian_flow_matching):
-    model, history = gaussian_flow_matching
-    assert history.history["loss"][-1] < history.history["loss"][0]
-    rng = np.random.default_rng(3)
-    errors = []
-    for t in (0.2, 0.5, 0.8):
-        v_t = (1 - t) ** 2 + t**2 * SCALE**2
-        x = (t * MEAN + np.sqrt(v_t) * rng.normal(size=(500, 2))).astype(np.float32)
-        learned = model.field(t, tf.constant(x)).numpy()
-        errors.append(np.mean(np.linalg.norm(learned - gaussian_field(t, x), axis=1)))
-    assert max(errors) < 0.25, errors
-    samples = model.sample(2000, seed=(1, 2)).numpy()
-    np.testing.assert_allclose(samples.mean(axis=0), MEAN, atol=0.1)
-    np.testing.assert_allclose(samples.std(axis=0), [SCALE, SCALE], atol=0.1)
-    # and the density through the ODE is close to the target N(m, s^2 I)
-    target = tfd.MultivariateNormalDiag(loc=MEAN, scale_diag=[SCALE, SCALE])
-    x = target.sample(500, seed=(3, 4))
-    np.testing.assert_allclose(np.mean(model.log_prob(x)), np.mean(target.log_prob(x)),
-                               atol=0.1)
-
-
-def test_flow_matching_model_works_with_the_plotting_helpers(gaussian_flow_matching):
-    model, _ = gaussian_flow_matching
-    x = model.sample(50, seed=(5, 6))
-    # the same base draw; the solver's steps differ (no trace here), within its tolerance
-    np.testing.assert_allclose(model.distribution.sample(50, seed=(5, 6)), x, atol=5e-3)
-    np.testing.assert_allclose(model.log_prob(x), model.distribution.log_prob(x), atol=1e-4)
-    np.testing.assert_allclose(model.prob(x), np.exp(model.log_prob(x)), rtol=1e-5)
-    extent = (MEAN[0] - 3, MEAN[0] + 3, MEAN[1] - 3, MEAN[1] + 3)
-    _, _, p = nfbook.plot.density_grid(model, extent, resolution=60)
-    assert abs(p.sum() * (6 / 60) ** 2 - 1) < 0.02
-    stages = nfbook.plot.stage_samples(model, 100, seed=0)
-    assert [name for name, _ in stages] == ["base", "ffjord"]
-
-
 def test_saving():
-    model = nfbook.FlowModel(nfbook.ffjord(2, hidden_units=(8,)), ndim=2)
+    model = nfbook.FlowModel(nfbook.ffjord(2, hidden_units=(8,), time_features=2), ndim=2)
     for variable in model.trainable_variables:
         variable.assign(tf.random.normal(variable.shape, stddev=0.2))
     x = nfbook.data.moons(20)
@@ -230,16 +171,6 @@ def test_saving():
         model.save(f"{folder}/ode.nfbook")
         loaded = nfbook.load(f"{folder}/ode.nfbook")
         assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-5
-
-        matching = nfbook.FlowMatching(2, hidden_units=(8,))
-        for variable in matching.field.variables:
-            variable.assign(tf.random.normal(variable.shape, stddev=0.3))
-        with pytest.raises(NotImplementedError, match="save_weights"):
-            matching.save(f"{folder}/fm.keras")
-        matching.save_weights(f"{folder}/fm")
-        again = nfbook.FlowMatching(2, hidden_units=(8,))
-        again.load_weights(f"{folder}/fm")
-        np.testing.assert_allclose(again.log_prob(x), matching.log_prob(x), atol=1e-6)
 
 
 def test_bad_input():
@@ -251,29 +182,3 @@ def test_bad_input():
         nfbook.ffjord(2, atol=-1.0)
     with pytest.raises(TypeError, match="`exact_trace` must be True or False"):
         nfbook.ffjord(2, exact_trace="yes")
-    with pytest.raises(ValueError, match="`ndim` must be an integer >= 1, got 0"):
-        nfbook.FlowMatching(0)
-    model = nfbook.FlowMatching(2, hidden_units=(8,))
-    with pytest.raises(RuntimeError, match="compile"):
-        model.fit(np.zeros((4, 2), np.float32))
-    model.compile()
-    with pytest.raises(TypeError, match="takes no labels"):
-        model.fit(np.zeros((4, 2), np.float32), np.zeros(4))
-    with pytest.raises(ValueError, match=r"shape \(4, 3\); expected \(n, 2\)"):
-        model.fit(np.zeros((4, 3), np.float32))
-    with pytest.raises(ValueError, match="1 row"):
-        model.log_prob([[0.0, np.nan]])
-    with pytest.raises(TypeError, match="takes no `loss`"):
-        model.compile(loss="mse")
-    with pytest.raises(nfbook.NonFiniteLossError, match="flow-matching loss"):
-        model.fit(np.full((8, 2), 1e30, np.float32), epochs=1, verbose=0)
-
-
-def test_flow_matching_trains_with_the_default_fused_adam():
-    nfbook.set_seed(0)
-    model = nfbook.FlowMatching(2, hidden_units=(8,))
-    model.compile()
-    assert isinstance(model.optimizer, keras.optimizers.legacy.Adam)
-    model.fit(nfbook.data.moons(256), batch_size=64, epochs=2, verbose=0)
-    assert int(model.optimizer.iterations) == 8
-    assert np.isfinite(model.history.history["loss"]).all()

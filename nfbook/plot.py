@@ -1,9 +1,14 @@
-"""Plots for the book: house style, densities, samples, loss curves and the stages of a flow."""
+"""Plots for the book: house style, densities, samples, loss curves and the stages of a flow.
+
+The density images (:func:`density_grid`, :func:`density`, :func:`densities`) live in
+:mod:`nfbook.plot_density` and are re-exported here.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "PALETTE",
+    "densities",
     "density",
     "density_grid",
     "flow_stages",
@@ -14,7 +19,7 @@ __all__ = [
 ]
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -26,13 +31,13 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from nfbook.checks import check_data, check_positive_int
+from nfbook.plot_density import check_extent as _check_extent
+from nfbook.plot_density import densities, density, density_grid, new_axes
 
 tfb = tfp.bijectors
 
 #: The book's colour cycle (blue, orange, green, red, purple), colour-blind friendly.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7")
-
-_Extent = tuple[float, float, float, float]
 
 
 def style() -> None:
@@ -67,174 +72,6 @@ def style() -> None:
             "image.cmap": "viridis",
         },
     )
-
-
-def _check_extent(extent: Any) -> _Extent:
-    """``extent`` as four finite floats ``(xmin, xmax, ymin, ymax)``, increasing in pairs."""
-    try:
-        values = tuple(float(v) for v in extent)
-    except (TypeError, ValueError):
-        values = ()
-    if (
-        len(values) != 4
-        or not all(math.isfinite(v) for v in values)
-        or not (values[0] < values[1] and values[2] < values[3])
-    ):
-        raise ValueError(
-            f"`extent` must be four finite numbers (xmin, xmax, ymin, ymax) with xmin < xmax "
-            f"and ymin < ymax, got {extent!r}."
-        )
-    return values
-
-
-def _log_prob_fn(model: Any) -> Callable[[np.ndarray], Any]:
-    """The ``log_prob`` method of ``model``, or ``model`` itself if it is a plain callable."""
-    log_prob = getattr(model, "log_prob", None)
-    if callable(log_prob):
-        return log_prob
-    if callable(model):
-        return model
-    raise TypeError(
-        f"Expected an object with a `log_prob(points)` method (a tfd.Distribution, a "
-        f"FlowModel) or a callable, got {type(model).__name__}."
-    )
-
-
-def _new_axes(ax: Axes | None) -> Axes:
-    return plt.subplots()[1] if ax is None else ax
-
-
-def density_grid(
-    log_prob: Any,
-    extent: Sequence[float] = (-3.0, 3.0, -3.0, 3.0),
-    resolution: int = 200,
-    batch_size: int = 20000,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Evaluate a density on the centres of a ``resolution x resolution`` grid of cells.
-
-    The rectangle ``extent`` :math:`= (x_{\min}, x_{\max}, y_{\min}, y_{\max})` is cut into
-    cells of size :math:`\Delta x = (x_{\max} - x_{\min}) / r` by
-    :math:`\Delta y = (y_{\max} - y_{\min}) / r`, and :math:`p = \exp(\log p)` is evaluated at
-    the cell centres, ``batch_size`` points per call. So the midpoint rule
-    :math:`\int p \approx \Delta x \, \Delta y \sum_{ij} p_{ij}` is
-    ``p.sum() * cell_area``; it is close to 1 for a normalised density whose mass lies
-    inside ``extent``.
-
-    Parameters
-    ----------
-    log_prob : object with ``log_prob`` or callable
-        Anything whose method ``log_prob(points)`` (or, without one, the object itself called
-        as ``log_prob(points)``) takes a float32 array of shape ``(m, 2)`` and returns ``m``
-        log-densities, e.g. a ``tfd.Distribution`` with event shape ``[2]`` or a ``FlowModel``.
-    extent : sequence of 4 floats
-        ``(xmin, xmax, ymin, ymax)`` with ``xmin < xmax`` and ``ymin < ymax``.
-    resolution : int
-        Cells per side :math:`r`, ``>= 2``.
-    batch_size : int
-        Points per ``log_prob`` call, ``>= 1``; bounds the memory used.
-
-    Returns
-    -------
-    xx, yy : numpy.ndarray
-        float32 arrays of shape ``(resolution, resolution)``, the cell centres; ``xx`` varies
-        along columns and ``yy`` along rows, row 0 at ``ymin`` (as ``imshow(origin="lower")``).
-    p : numpy.ndarray
-        float64 array of shape ``(resolution, resolution)``, the density at the centres
-        (NaN where ``log_prob`` returned NaN).
-
-    Raises
-    ------
-    TypeError
-        If ``log_prob`` has no ``log_prob`` method and is not callable.
-    ValueError
-        If ``extent`` or ``resolution`` is invalid, or ``log_prob`` does not return one value
-        per point.
-
-    Examples
-    --------
-    >>> import tensorflow_probability as tfp
-    >>> normal = tfp.distributions.MultivariateNormalDiag(loc=[0.0, 0.0])
-    >>> extent = (-6, 6, -6, 6)
-    >>> xx, yy, p = density_grid(normal, extent, resolution=100)
-    >>> xx.shape, p.shape
-    ((100, 100), (100, 100))
-    >>> cell_area = (12 / 100) ** 2
-    >>> bool(abs(p.sum() * cell_area - 1) < 1e-3)
-    True
-    """
-    fn = _log_prob_fn(log_prob)
-    xmin, xmax, ymin, ymax = _check_extent(extent)
-    resolution = check_positive_int("resolution", resolution, 2)
-    batch_size = check_positive_int("batch_size", batch_size, 1)
-    dx, dy = (xmax - xmin) / resolution, (ymax - ymin) / resolution
-    xs = xmin + dx * (np.arange(resolution) + 0.5)
-    ys = ymin + dy * (np.arange(resolution) + 0.5)
-    xx, yy = (a.astype(np.float32) for a in np.meshgrid(xs, ys))
-    points = np.stack([xx.ravel(), yy.ravel()], axis=1)
-    chunks = []
-    for start in range(0, len(points), batch_size):
-        batch = points[start : start + batch_size]
-        values = np.asarray(fn(batch), dtype=np.float64)
-        if values.shape != (len(batch),):
-            raise ValueError(
-                f"`log_prob` returned shape {values.shape} for {len(batch)} points of shape "
-                f"{batch.shape}; expected ({len(batch)},): one log-density per point."
-            )
-        chunks.append(values)
-    p = np.exp(np.concatenate(chunks)).reshape(resolution, resolution)
-    return xx, yy, p
-
-
-def density(
-    model_or_distribution: Any,
-    extent: Sequence[float] = (-3.0, 3.0, -3.0, 3.0),
-    resolution: int = 200,
-    ax: Axes | None = None,
-    cmap: str = "viridis",
-) -> Axes:
-    r"""Show the density :math:`p(x) = \exp \log p(x)` as an image over ``extent``.
-
-    The values come from :func:`density_grid`; the image has ``origin="lower"`` and equal
-    aspect, so pixel :math:`(i, j)` sits at the cell centre :math:`(x_j, y_i)`.
-
-    Parameters
-    ----------
-    model_or_distribution : object with ``log_prob`` or callable
-        See ``log_prob`` in :func:`density_grid`.
-    extent : sequence of 4 floats
-        ``(xmin, xmax, ymin, ymax)``.
-    resolution : int
-        Pixels per side, ``>= 2``.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw; a new figure's Axes by default.
-    cmap : str
-        Colour map name.
-
-    Returns
-    -------
-    matplotlib.axes.Axes
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`density_grid`.
-
-    Examples
-    --------
-    >>> import tensorflow_probability as tfp
-    >>> ax = density(tfp.distributions.MultivariateNormalDiag(loc=[0.0, 0.0]), resolution=20)
-    >>> ax.images[0].get_array().shape
-    (20, 20)
-    >>> plt.close(ax.figure)
-    """
-    limits = _check_extent(extent)
-    _, _, p = density_grid(model_or_distribution, limits, resolution)
-    ax = _new_axes(ax)
-    ax.imshow(p, origin="lower", extent=limits, aspect="equal", cmap=cmap)
-    ax.grid(False)
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    return ax
 
 
 def samples(
@@ -283,7 +120,7 @@ def samples(
     """
     points = check_data(x, 2)
     limits = None if extent is None else _check_extent(extent)
-    ax = _new_axes(ax)
+    ax = new_axes(ax)
     ax.scatter(points[:, 0], points[:, 1], s=s, alpha=alpha, color=color, linewidths=0,
                rasterized=True)
     if limits is not None:
@@ -352,7 +189,7 @@ def loss(history: Any, ax: Axes | None = None, floor: float | None = None) -> Ax
         raise TypeError(f"`floor` must be a number, got {floor!r}.")
     if floor is not None and not math.isfinite(floor):
         raise ValueError(f"`floor` must be a finite number, got {floor!r}.")
-    ax = _new_axes(ax)
+    ax = new_axes(ax)
     ax.plot(epochs, train, label="train")
     if val is not None:
         ax.plot(epochs, np.asarray(val, dtype=float), label="validation")

@@ -17,6 +17,10 @@ Mode `cdp` (default) drives Chromium over --remote-debugging-pipe (the DevTools 
 only) and captures the whole page, however long. Mode `cli` runs the plain command
 `chromium --headless --screenshot=... --window-size=WIDTH,HEIGHT file:///...`, which captures only
 the first HEIGHT pixels; it is also the fallback when `cdp` fails.
+
+`--math` takes no screenshot: it loads each page with networking off and prints, as one JSON line
+per page, whether MathJax ran and how many of the page's math elements it rendered
+(:func:`math_report`; tests/test_book_pages.py uses it).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def toc_docs() -> list[str]:
 class _DevTools:
     """A minimal DevTools-protocol client over Chromium's --remote-debugging-pipe (fds 3 and 4)."""
 
-    def __init__(self, chromium: str, profile: str) -> None:
+    def __init__(self, chromium: str, profile: str, flags: list[str] | None = None) -> None:
         # Pipe ends for the child are moved to fds >= 10 so that dup2 onto 3 and 4 in the child
         # cannot clobber one of them.
         to_child_r, self._to_child = os.pipe()
@@ -99,7 +103,8 @@ class _DevTools:
             os.dup2(child_w, 4)
 
         self.proc = subprocess.Popen(
-            [chromium, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}"],
+            [chromium, *FLAGS, *(flags or []), "--remote-debugging-pipe",
+             f"--user-data-dir={profile}"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -193,6 +198,61 @@ def shoot_cdp(chromium: str, url: str, png: Path, width: int) -> None:
             tools.close()
 
 
+# Resolves no host name and sends everything else to a closed port: no request leaves the machine.
+OFFLINE_FLAGS = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
+                 "--proxy-bypass-list=<-loopback>"]
+
+# Runs in the page once it has loaded: waits for MathJax 3 to finish typesetting, then counts the
+# math elements Sphinx wrote (class "math") and those MathJax rendered (mjx-container).
+_MATH_PROBE = """
+(async () => {
+  const mj = window.MathJax;
+  const loaded = Boolean(mj && mj.startup && mj.startup.promise);
+  if (loaded) { await mj.startup.promise; }
+  const math = Array.from(document.querySelectorAll(".math"));
+  return {
+    loaded: loaded,
+    version: loaded ? String(mj.version) : null,
+    math: math.length,
+    rendered: math.filter(el => el.querySelector("mjx-container")).length,
+    containers: document.querySelectorAll("mjx-container").length,
+    errors: document.querySelectorAll("mjx-merror").length,
+    scripts: Array.from(document.scripts).map(el => el.src).filter(Boolean),
+  };
+})()
+"""
+
+
+def math_report(chromium: str, url: str, timeout: float = 120) -> dict:
+    """How MathJax rendered the page at ``url``, loaded with networking off.
+
+    The browser runs with :data:`OFFLINE_FLAGS` and the DevTools offline mode, so only files
+    under ``file://`` load. Returns the :data:`_MATH_PROBE` dict: ``loaded`` (MathJax 3 ran),
+    ``version``, ``math`` (elements of class ``math``), ``rendered`` (those holding an
+    ``mjx-container``), ``containers``, ``errors`` (``mjx-merror`` elements) and ``scripts``
+    (every script URL of the page).
+    """
+    with tempfile.TemporaryDirectory(prefix="nfbook-chromium-") as profile:
+        tools = _DevTools(chromium, profile, OFFLINE_FLAGS)
+        try:
+            target = tools.call("Target.createTarget", url="about:blank")["targetId"]
+            session = tools.call("Target.attachToTarget", targetId=target,
+                                 flatten=True)["sessionId"]
+            tools.call("Page.enable", session)
+            tools.call("Network.enable", session)
+            tools.call("Network.emulateNetworkConditions", session, offline=True, latency=0,
+                       downloadThroughput=-1, uploadThroughput=-1)
+            tools.call("Page.navigate", session, url=url)
+            tools.wait_event("Page.loadEventFired", timeout=timeout)
+            result = tools.call("Runtime.evaluate", session, timeout=timeout,
+                                expression=_MATH_PROBE, awaitPromise=True, returnByValue=True)
+            if "exceptionDetails" in result:
+                raise RuntimeError(f"the math probe failed: {result['exceptionDetails']}")
+            return result["result"]["value"]
+        finally:
+            tools.close()
+
+
 def shoot_cli(chromium: str, url: str, png: Path, width: int, height: int) -> None:
     """The plain command line: captures the first `height` pixels of the page."""
     with tempfile.TemporaryDirectory(prefix="nfbook-chromium-") as profile:
@@ -211,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=4000, help="viewport height in cli mode")
     parser.add_argument("--mode", choices=("cdp", "cli"), default="cdp")
+    parser.add_argument("--math", action="store_true",
+                        help="no screenshots: print how MathJax rendered each page offline")
     args = parser.parse_args(argv)
 
     chromium = find_chromium()
@@ -222,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.html.is_dir():
         print(f"error: {args.html} is missing: run `make book` first", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.math:
+        args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for doc in args.docs or toc_docs():
         page = (args.html / f"{doc}.html").resolve()
@@ -230,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         if not page.is_file():
             print(f"error: {page} does not exist", file=sys.stderr)
             failures += 1
+            continue
+        if args.math:
+            try:
+                report = math_report(chromium, page.as_uri())
+            except Exception as error:  # noqa: BLE001 - report every page, then fail
+                print(f"error: {doc}: {error}", file=sys.stderr)
+                failures += 1
+                continue
+            print(json.dumps({"doc": doc, **report}))
             continue
         png.unlink(missing_ok=True)
         start = time.monotonic()

@@ -1,16 +1,22 @@
 """Checks on the rendered book in _build/html (run `make book` first; `make test` does).
 
 For every page listed in _toc.yml: relative image sources and links resolve, link fragments exist
-in their target page, no page shows an execution traceback, and every notebook chapter shows at
-least one figure. The landing page and every chapter are also rendered in headless Chromium and
-the PNGs checked not blank (NFBOOK_SKIP_BROWSER=1 skips that where no browser can be installed).
+in their target page, no page shows an execution traceback or TensorFlow log noise, every script
+and stylesheet is served from the book itself (MathJax included: no CDN), chapter titles carry one
+number (sidebar, heading, browser tab), and every notebook chapter shows at least one figure. The
+executed notebooks' stderr (left out of the pages) holds nothing but TensorFlow's C++ log lines.
+The landing page and every chapter are also rendered in headless Chromium and the PNGs checked
+not blank, and every page with math is loaded with networking off and its math checked rendered by
+MathJax (NFBOOK_SKIP_BROWSER=1 skips the browser checks where no browser can be installed).
 Only the standard library's html.parser reads the pages.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "_build" / "jupyter_execute"
 TOC = ROOT / "_toc.yml"
 
 
@@ -64,7 +71,8 @@ def test_toc_has_pages():
 # --------------------------------------------------------------------------------------------
 # Parsing.
 class _Page(HTMLParser):
-    """Collects ids, image sources, links, assets, the classes of divs and the visible text."""
+    """Collects ids, image sources, links, assets, the classes of divs, the visible text, and the
+    texts of the <title>, of each <h1> and of each link in the sidebar's table of contents."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -74,9 +82,18 @@ class _Page(HTMLParser):
         self.assets: list[str] = []
         self.div_classes: list[str] = []
         self.text: list[str] = []
+        self.title = ""
+        self.h1: list[str] = []
+        self.sidebar: list[tuple[str, str]] = []  # (href, text) of the sidebar's links
+        self._nav_depth = 0  # open <nav> elements, counted from the sidebar's
+        self._open: list[tuple[str, list[str], str]] = []  # (tag, text parts, href) capturing
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {key: value or "" for key, value in attrs}
+        if tag == "nav" and (self._nav_depth or "bd-docs-nav" in a.get("class", "").split()):
+            self._nav_depth += 1
+        if tag in ("title", "h1") or (tag == "a" and self._nav_depth):
+            self._open.append((tag, [], a.get("href", "")))
         for key in ("id", "name"):
             if a.get(key):
                 self.ids.add(a[key])
@@ -97,8 +114,23 @@ class _Page(HTMLParser):
         if tag == "div":
             self.div_classes.append(a.get("class", ""))
 
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "nav" and self._nav_depth:
+            self._nav_depth -= 1
+        if self._open and self._open[-1][0] == tag:
+            _, parts, href = self._open.pop()
+            text = " ".join("".join(parts).split())
+            if tag == "title":
+                self.title = text
+            elif tag == "h1":
+                self.h1.append(text.rstrip("#").strip())
+            else:
+                self.sidebar.append((href, text))
+
     def handle_data(self, data: str) -> None:
         self.text.append(data)
+        for _, parts, _ in self._open:
+            parts.append(data)
 
 
 @functools.cache
@@ -185,6 +217,87 @@ def test_no_execution_errors(doc):
     assert not tracebacks, f"{doc}: the page has an error output ({tracebacks[0]!r})"
 
 
+# What TensorFlow's C++ side and its Python logger print; none of it belongs in the book.
+NOISE = ("cuInit", "CUDA error", "oneDNN", "retracing", "cuda drivers", "absl::",
+         "WARNING:tensorflow", "TF_ENABLE_ONEDNN_OPTS")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_no_tensorflow_noise(doc):
+    path = _html_path(doc)
+    html = path.read_text(encoding="utf-8")
+    found = [word for word in NOISE if word in html]
+    assert not found, f"{doc}: the page shows TensorFlow log output or warnings: {found}"
+    stderr = [c for c in _parse(path).div_classes if "stderr" in c.split()]
+    assert not stderr, f"{doc}: the page shows a stderr output ({stderr[0]!r})"
+
+
+# A line of TensorFlow's C++ log (severity and date, time, thread, file:line], as in
+# "E0000 00:00:1796567369.717961    6981 cuda_platform.cc:52] failed call to cuInit") or the note
+# absl prints before its first one.
+_CPP_LOG_LINE = re.compile(
+    r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+)
+
+
+@pytest.mark.parametrize("doc", NOTEBOOK_DOCS)
+def test_executed_stderr_is_only_tensorflow_cpp_log(doc):
+    # _config.yml removes stderr from the pages (TensorFlow's C++ log cannot be silenced), so
+    # check here that nothing else went there: a Python warning must be fixed at its cause.
+    executed = EXECUTED / f"{doc}.ipynb"
+    assert executed.is_file(), f"{executed} is missing: run `make book`"
+    other = [
+        line
+        for cell in json.loads(executed.read_text(encoding="utf-8"))["cells"]
+        for output in cell.get("outputs", [])
+        if output.get("name") == "stderr"
+        for line in "".join(output["text"]).splitlines()
+        if line.strip() and not _CPP_LOG_LINE.match(line)
+    ]
+    assert not other, f"{doc}: stderr lines that are not TensorFlow's C++ log:\n" + "\n".join(
+        other[:10])
+
+
+def _is_external(url: str) -> bool:
+    """True for a URL the browser fetches from the network (http:, https:, //host/...)."""
+    return urlsplit(url).scheme not in ("", "file", "data") or url.startswith("//")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_scripts_and_styles_are_served_by_the_book(doc):
+    page = _parse(_html_path(doc))
+    external = [url for url in page.assets if _is_external(url)]
+    assert not external, f"{doc}: scripts/stylesheets from outside the book: {external}"
+    mathjax = [url for url in page.assets if "mathjax" in url.lower()]
+    assert all("_static/mathjax/" in url for url in mathjax), f"{doc}: MathJax from {mathjax}"
+
+
+# "1. 1. Introduction": a section number followed by another.
+_TWO_NUMBERS = re.compile(r"^\s*\d+(?:\.\d+)*\.?\s+\d+(?:\.\d+)*\.\s")
+_ONE_NUMBER = re.compile(r"^\d+\. \D")
+
+
+@pytest.mark.parametrize("doc", NOTEBOOK_DOCS)
+def test_chapter_titles_carry_one_number(doc):
+    # The toc numbers the chapters; a number typed into the heading as well shows as "1. 1. ...".
+    path = _html_path(doc)
+    page = _parse(path)
+    landing = _parse(_html_path(DOCS[0]))
+    own = [text for href, text in page.sidebar if href == "#"]
+    listed = [text for href, text in landing.sidebar
+              if _is_relative(href) and _resolve(_html_path(DOCS[0]), href)[0] == path.resolve()]
+    assert own and listed and page.h1, (
+        f"{doc}: title missing: sidebar {own}, landing page's sidebar {listed}, h1 {page.h1}")
+    titles = [("<title>", page.title), ("sidebar", own[0]), ("landing page's sidebar", listed[0]),
+              *(("<h1>", h1) for h1 in page.h1)]
+    for where, text in titles:
+        assert not _TWO_NUMBERS.match(text), f"{doc}: the {where} carries two numbers: {text!r}"
+    numbered = [where for where, text in titles if _ONE_NUMBER.match(text)]
+    assert {"<title>", "sidebar", "landing page's sidebar", "<h1>"} <= set(numbered), (
+        f"{doc}: a title without its chapter number: {titles}")
+
+
 @pytest.mark.parametrize("doc", NOTEBOOK_DOCS)
 def test_chapter_has_figures(doc):
     path = _html_path(doc)
@@ -198,13 +311,28 @@ def test_chapter_has_figures(doc):
 
 # --------------------------------------------------------------------------------------------
 # Screenshots in headless Chromium (installed by `make test` when it runs as root).
-def _chromium() -> str | None:
+def _screenshot_pages():  # noqa: ANN202 - the module scripts/screenshot_pages.py
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from screenshot_pages import find_chromium
+        import screenshot_pages
     finally:
         sys.path.pop(0)
-    return find_chromium()
+    return screenshot_pages
+
+
+def _chromium() -> str | None:
+    return _screenshot_pages().find_chromium()
+
+
+def _require_chromium() -> str:
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("NFBOOK_SKIP_BROWSER") == "1":
+            pytest.skip("NFBOOK_SKIP_BROWSER=1: no browser check asked for")
+        pytest.fail("chromium not found: `sudo apt-get install chromium` (make test does it as "
+                    "root), set CHROMIUM=/path/to/chrome, or opt out with NFBOOK_SKIP_BROWSER=1",
+                    pytrace=False)
+    return chromium
 
 
 @pytest.mark.parametrize("doc", [DOCS[0], *NOTEBOOK_DOCS])
@@ -212,12 +340,7 @@ def test_screenshot_not_blank(doc, tmp_path):
     import matplotlib.image as mpimg
 
     _html_path(doc)
-    if _chromium() is None:
-        if os.environ.get("NFBOOK_SKIP_BROWSER") == "1":
-            pytest.skip("NFBOOK_SKIP_BROWSER=1: no browser check asked for")
-        pytest.fail("chromium not found: `sudo apt-get install chromium` (make test does it as "
-                    "root), set CHROMIUM=/path/to/chrome, or opt out with NFBOOK_SKIP_BROWSER=1",
-                    pytrace=False)
+    _require_chromium()
     out = tmp_path / "shots"
     cmd = [sys.executable, str(ROOT / "scripts" / "screenshot_pages.py"), "--html", str(HTML),
            "--out", str(out), doc]
@@ -233,3 +356,20 @@ def test_screenshot_not_blank(doc, tmp_path):
     dark = (pixels.mean(axis=-1) < 0.5).mean()
     assert dark > 0.005, f"{png} has almost no dark pixels ({dark:.2%}): no text rendered?"
     shutil.rmtree(out)
+
+
+def test_math_renders_offline():
+    # Every page with math, loaded from file:// with networking off: MathJax must come from the
+    # book and render every math element.
+    math_docs = [doc for doc in DOCS if 'class="math' in _html_path(doc).read_text("utf-8")]
+    assert math_docs, "no page has math (class=\"math\"): the check would be void"
+    chromium = _require_chromium()
+    problems = []
+    for doc in math_docs:
+        report = _screenshot_pages().math_report(chromium, _html_path(doc).as_uri())
+        if not report["loaded"]:
+            problems.append(f"{doc}: MathJax did not load offline (scripts {report['scripts']})")
+        elif report["rendered"] != report["math"] or report["errors"]:
+            problems.append(f"{doc}: MathJax rendered {report['rendered']} of {report['math']} "
+                            f"math elements, with {report['errors']} TeX errors")
+    assert not problems, "\n".join(problems)

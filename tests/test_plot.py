@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+import nfbook
 from nfbook import plot
 
 matplotlib.use("Agg")  # before any figure is made; pyplot may already be imported
@@ -81,6 +82,57 @@ def test_density_draws_the_grid_as_an_image():
     assert tuple(image.get_extent()) == (-2, 3, -1, 1) and image.origin == "lower"
     assert image.get_cmap().name == "magma"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("$x_1$", "$x_2$")
+    assert image.get_clim() == (0.0, image.get_array().max())
+    assert image.colorbar is not None and image.colorbar.ax in fig.axes
+    assert image.colorbar.ax.get_ylabel() == "density $p(x)$"
+
+
+def test_density_vmax_fixes_the_colour_scale_and_colorbar_can_be_left_out():
+    normal = tfd.MultivariateNormalDiag(loc=[0.0, 0.0])
+    fig, ax = plt.subplots()
+    plot.density(normal, resolution=10, ax=ax, vmax=0.05, colorbar=False)
+    assert ax.images[0].get_clim() == (0.0, 0.05)
+    assert ax.images[0].colorbar is None and fig.axes == [ax]
+
+
+def test_densities_share_one_colour_scale_and_one_colorbar():
+    wide = tfd.MultivariateNormalDiag(loc=[0.0, 0.0], scale_diag=[2.0, 2.0])
+    narrow = tfd.MultivariateNormalDiag(loc=[1.0, 0.0], scale_diag=[0.5, 0.5])
+    axes = plot.densities([wide, narrow], extent=(-4, 4, -4, 4), resolution=30,
+                          titles=["wide", "narrow"])
+    peak = plot.density_grid(narrow, (-4, 4, -4, 4), 30)[2].max()
+    assert [ax.images[0].get_clim() for ax in axes] == [(0.0, peak)] * 2
+    assert [ax.get_title() for ax in axes] == ["wide", "narrow"]
+    colorbars = {ax.images[0].colorbar for ax in axes} - {None}
+    assert len(colorbars) == 1 and len(axes[0].figure.axes) == 3
+
+
+def test_densities_on_given_axes_with_one_extent_per_model():
+    fig, axes = plt.subplots(2, 2)
+    normal = tfd.MultivariateNormalDiag(loc=[0.0, 0.0])
+    extents = [(-1, 1, -1, 1), (-2, 2, -3, 3)]
+    out = plot.densities([normal, normal], extent=extents, resolution=8, axes=axes[0],
+                         colorbar="bottom")
+    assert list(out) == list(axes[0])
+    assert [tuple(ax.images[0].get_extent()) for ax in out] == extents
+    assert not axes[1, 0].images
+    colorbar = out[0].images[0].colorbar
+    assert colorbar.orientation == "horizontal" and out[1].images[0].colorbar is None
+    fig, axes = plt.subplots(1, 2)
+    plot.densities([normal, normal], resolution=8, axes=axes, colorbar=None)
+    assert len(fig.axes) == 2 and axes[0].images[0].colorbar is None
+
+
+def test_density_of_a_model_that_is_not_2d_says_so():
+    model = nfbook.FlowModel(nfbook.maf(10, hidden_units=(8,), num_layers=1), ndim=10)
+    with pytest.raises(ValueError, match=r"need a model of 2-D points; this FlowModel has "
+                                         r"ndim=10"):
+        plot.density(model)
+    normal_3d = tfd.MultivariateNormalDiag(loc=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"has event shape \[3\]"):
+        plot.density_grid(normal_3d)
+    with pytest.raises(ValueError, match="ndim=1"):
+        plot.densities([SimpleNamespace(ndim=1, log_prob=lambda x: x[:, 0])])
 
 
 def test_density_works_with_a_flow_model_like_object():
@@ -185,6 +237,19 @@ def test_flow_stages_on_given_axes(fake_model):
         (lambda: plot.loss([1.0, 2.0]), TypeError, "`history` must be"),
         (lambda: plot.loss({"loss": [1.0]}, floor=float("nan")), ValueError, "`floor` must be"),
         (lambda: plot.stage_samples(object()), TypeError, "`model` must have"),
+        (lambda: plot.density(lambda x: x[:, 0], vmax=0), ValueError,
+         r"`vmax` must be a finite number > 0, got 0"),
+        (lambda: plot.densities([]), ValueError, "`models` is empty"),
+        (lambda: plot.densities([lambda x: x[:, 0]] * 2, titles=["a"]), ValueError,
+         r"`titles` must hold one entry per model \(2\)"),
+        (lambda: plot.densities([lambda x: x[:, 0]] * 2, axes=plt.subplots(1, 3)[1]),
+         ValueError, r"`axes` must hold one entry per model \(2\)"),
+        (lambda: plot.densities([lambda x: x[:, 0]] * 2, extent=[(0, 1, 0, 1)] * 3),
+         ValueError, r"`extent` must hold one entry per model \(2\)"),
+        (lambda: plot.densities([lambda x: x[:, 0]], extent=(1, 0, 0, 1)), ValueError,
+         r"`extent` must be four finite numbers"),
+        (lambda: plot.densities([lambda x: x[:, 0]], colorbar="below"), ValueError,
+         r"`colorbar` must be one of \('right', 'left', 'top', 'bottom', None\), got 'below'"),
     ],
 )
 def test_bad_input(call, error, match):

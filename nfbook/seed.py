@@ -12,9 +12,9 @@ from nfbook.checks import check_positive_int
 def set_seed(seed: int) -> None:
     """Seed Python's ``random``, NumPy and TensorFlow's global generator.
 
-    After ``set_seed(s)``, building and training the same model twice in one process on the
-    CPU gives the same initial weights and the same loss history to about 1e-5 relative
-    (multi-threaded reductions may add in a different order). Bitwise-identical runs also
+    After ``set_seed(s)``, building and training the same model twice gives the same initial
+    weights, the same shuffling and nearly the same loss history: multi-threaded reductions
+    may add in a different order, which changes the last digits. Bitwise-identical runs also
     need ``tf.config.experimental.enable_op_determinism()`` and single-threaded ops,
     ``tf.config.threading.set_inter_op_parallelism_threads(1)`` and
     ``tf.config.threading.set_intra_op_parallelism_threads(1)``, which must be called before

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["flow_animation", "stage_frames"]
+__all__ = ["flow_animation", "offline_html", "stage_frames"]
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,9 +122,9 @@ def flow_animation(
     model's samples. Each point keeps its colour, the value of its first base coordinate
     :math:`z_1`, so the stretching and folding of the Gaussian can be followed.
 
-    Show it in a notebook with ``IPython.display.HTML(anim.to_jshtml())``: self-contained
-    HTML and JavaScript with the frames embedded as PNG images (its size grows with the
-    number of frames, the figure size and its dpi; matplotlib refuses more than
+    Show it in a notebook with ``IPython.display.HTML(offline_html(anim))``
+    (:func:`offline_html`): HTML and JavaScript with the frames embedded as PNG images (its
+    size grows with the number of frames, the figure size and its dpi; matplotlib refuses more than
     ``rcParams["animation.embed_limit"]`` MB, 20 by default). When ``ax`` is not given, the
     new figure is closed at once (removed from pyplot, still drawable), so that the notebook
     does not show a static copy of the first frame as well.
@@ -177,7 +178,7 @@ def flow_animation(
     >>> anim = flow_animation(model, n=50, frames_per_stage=3)
     >>> len(list(anim.new_frame_seq()))
     7
-    >>> "<script" in anim.to_jshtml()
+    >>> "<script" in offline_html(anim)
     True
     """
     frames, titles = stage_frames(model, n, frames_per_stage, seed)
@@ -205,3 +206,54 @@ def flow_animation(
         return scatter, title
 
     return FuncAnimation(ax.figure, update, frames=len(frames), interval=interval, blit=False)
+
+
+# Font Awesome icons of matplotlib's player controls, as Unicode characters.
+_PLAYER_ICONS = {
+    "fa-minus": "\u2212", "fa-plus": "+", "fa-fast-backward": "\u23ee",
+    "fa-step-backward": "\u23ea", "fa-play fa-flip-horizontal": "\u25c0", "fa-pause": "\u23f8",
+    "fa-play": "\u25b6", "fa-step-forward": "\u23e9", "fa-fast-forward": "\u23ed",
+}
+
+
+def offline_html(anim: FuncAnimation, fps: float | None = None) -> str:
+    """``anim.to_jshtml(fps)`` that needs no network: the same player and frames, with its
+    controls drawn as Unicode characters instead of Font Awesome icons from a CDN.
+
+    Parameters
+    ----------
+    anim : matplotlib.animation.FuncAnimation
+        The animation, e.g. from :func:`flow_animation`.
+    fps : float, optional
+        Frames per second; matplotlib's default from the animation's interval when omitted.
+
+    Returns
+    -------
+    str
+        HTML and JavaScript with the frames embedded as PNG images.
+
+    Raises
+    ------
+    ValueError
+        If matplotlib's player refers to an icon this function does not know.
+
+    Examples
+    --------
+    >>> fig, ax = plt.subplots()
+    >>> html = offline_html(FuncAnimation(fig, lambda i: None, frames=2))
+    >>> "http" in html, "\u25b6" in html
+    (False, True)
+    >>> plt.close(fig)
+    """
+    html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", anim.to_jshtml(fps=fps))
+
+    def icon(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in _PLAYER_ICONS:
+            raise ValueError(f"matplotlib's player uses an unknown icon {name!r}.")
+        return _PLAYER_ICONS[name]
+
+    html = re.sub(r'<i class="fa (fa-[^"]*)"></i>', icon, html)
+    if "font-awesome" in html or "https://" in html:
+        raise ValueError("matplotlib's player still loads something from the network.")
+    return html

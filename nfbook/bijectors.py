@@ -251,9 +251,7 @@ def maf(
     :math:`\log|\det \partial x / \partial u| = \sum_i s_i(x_{<i})`. The networks are
     :class:`~nfbook.networks.AutoregressiveAffine` MADEs, whose log-scales are soft-clamped to
     :math:`(-c, c)` with :math:`c` = ``log_scale_bound`` and whose weights and biases start
-    from :func:`~nfbook.networks.fan_in_uniform` draws: trained with :class:`nfbook.FlowModel`,
-    this flow needs half the epochs of TFP's defaults or fewer on the two moons (chapter 4 of
-    the book, ``benchmarks/maf_ablation.py``).
+    from :func:`~nfbook.networks.fan_in_uniform` draws (see there for why).
 
     Parameters
     ----------

@@ -88,9 +88,8 @@ def spread_biases(weights: Sequence[tf.Variable]) -> None:
     With Keras's default zero biases every unit bends at :math:`x = 0`, so a network of such
     layers starts as a function of :math:`x` with a single kink and must first learn where to
     put the others; biases drawn on the scale of the weights spread the kinks over the range
-    of the inputs (PyTorch's default initialisation of ``nn.Linear`` does the same). On the
-    two moons at batch size 1024 this alone saves a third of the epochs of nfbook's MAF
-    (``benchmarks/maf_ablation.py``).
+    of the inputs (PyTorch's default initialisation of ``nn.Linear`` does the same), so
+    training starts from a more flexible function.
 
     Parameters
     ----------
@@ -131,9 +130,9 @@ class AutoregressiveAffine(keras.layers.Layer):
 
     Every layer, the output layer included, starts with kernels and biases drawn from
     :math:`U(\pm 1/\sqrt{n_{in}})` (:func:`fan_in_uniform`, :func:`spread_biases`), not with
-    Keras's Glorot kernels and zero biases: on the two moons at batch size 1024 this saves a
-    third of the epochs a MAF needs, while a zero-initialised output layer (an identity start)
-    slows it down (measured by ``benchmarks/maf_ablation.py``; chapter 4 of the book).
+    Keras's Glorot kernels and zero biases, so that the hidden units' kinks are spread over the
+    inputs' range from the start; the output layer is random too, so the untrained flow is
+    not the identity.
 
     Parameters
     ----------

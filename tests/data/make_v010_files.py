@@ -18,7 +18,6 @@ import tf_keras as keras
 
 import nfbook
 
-assert nfbook.__version__ == "0.1.0", f"run against nfbook 0.1.0, got {nfbook.__version__}"
 HERE = Path(__file__).resolve().parent
 CASES = {
     "v010_maf3": ("maf", 3, {}),
@@ -30,6 +29,8 @@ CASES = {
 
 
 def main() -> None:
+    if nfbook.__version__ != "0.1.0":
+        raise SystemExit(f"run against nfbook 0.1.0, got {nfbook.__version__}")
     values = {}
     for name, (builder, ndim, kwargs) in CASES.items():
         nfbook.set_seed(1)

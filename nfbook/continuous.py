@@ -215,10 +215,10 @@ def ffjord(
 
     Examples
     --------
-    >>> flow = ffjord(2, hidden_units=(8,))
-    >>> z = tf.random.normal([4, 2])
+    >>> flow = ffjord(2, hidden_units=(8,), atol=1e-6, rtol=1e-6)
+    >>> z = tf.random.stateless_normal([4, 2], seed=(1, 2))
     >>> z_back = flow.inverse(tf.identity(flow.forward(z)))
-    >>> float(tf.reduce_max(tf.abs(z_back - z))) < 1e-3
+    >>> float(tf.reduce_max(tf.abs(z_back - z))) < 1e-4
     True
     """
     ndim = check_positive_int("ndim", ndim)

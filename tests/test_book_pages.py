@@ -234,10 +234,12 @@ def test_no_tensorflow_noise(doc):
 
 # A line of TensorFlow's C++ log (severity and date, time, thread, file:line], as in
 # "E0000 00:00:1796567369.717961    6981 cuda_platform.cc:52] failed call to cuInit") or the note
-# absl prints before its first one.
+# absl prints before its first one, or the second line of a two-line one.
 _CPP_LOG_LINE = re.compile(
     r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    # the second line of cpu_feature_guard's message, when INFO lines are not silenced
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler"
 )
 
 

@@ -1,12 +1,12 @@
 # nfbook: build the book and run every check.
 #
 #   make book    build the book, every notebook executed, into _build/html
-#   make test    ruff, unit tests + doctests, nbval over every notebook, book build, page checks,
-#                and the Colab leg (make colab)
+#   make test    ruff, unit tests + doctests, nbval over every notebook, the book built from the
+#                notebooks nbval executed (none runs twice), page checks, and the Colab leg
 #
 # Both create .venv on first use (PYTHON=python3.11 make ... picks the interpreter) and reinstall
-# it when requirements.txt or pyproject.toml change. Other targets: lint, unit, nbval, pages,
-# colab, screenshots, clean, distclean.
+# it when requirements.txt or pyproject.toml change. Other targets: lint, unit, nbval,
+# book-executed, pages, colab, screenshots, clean, distclean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,6 +18,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 HTML := _build/html
+EXECUTED := _build/executed
 PYTEST := $(BIN)/python -m pytest -rs
 
 # The Colab leg: Python 3.13 with Colab's own TensorFlow stack (requirements-colab.txt). A
@@ -34,7 +35,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # Tools and notebook kernels find the virtualenv's interpreter first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv book test lint unit nbval pages colab chromium screenshots clean distclean
+.PHONY: help venv book book-executed test lint unit nbval pages colab chromium screenshots clean distclean
 
 help:
 	@echo "make book       build the book (every notebook executed) into $(HTML)"
@@ -78,8 +79,8 @@ test: venv chromium
 	$(PYTEST) tests nfbook --doctest-modules --ignore=tests/test_book_pages.py
 	@echo "==> [3/6] nbval: execute every notebook, failing asserts and exceptions fail"
 	$(MAKE) --no-print-directory nbval
-	@echo "==> [4/6] build the book"
-	$(MAKE) --no-print-directory book
+	@echo "==> [4/6] build the book from the notebooks nbval executed"
+	$(MAKE) --no-print-directory book-executed
 	@echo "==> [5/6] rendered-page checks"
 	$(MAKE) --no-print-directory pages
 	@echo "==> [6/6] Colab's set: Python 3.13, TensorFlow 2.20.0, tf_keras 2.20.1, TFP 0.25.0"
@@ -93,8 +94,24 @@ unit: venv
 
 # tests/conftest.py is loaded as a plugin (-p) so the device header and the NFBOOK_DEVICE check
 # run here too (book/ is outside tests/, where pytest looks for it).
+# Each notebook is written under $(EXECUTED) with its outputs once all cells passed.
 nbval: venv
-	$(PYTEST) -p tests.conftest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 book/
+	rm -rf $(EXECUTED)
+	$(PYTEST) -p tests.conftest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+	  --save-executed=$(EXECUTED) book/
+
+# The book from the notebooks `make nbval` executed: a copy of the sources in $(EXECUTED), with
+# those notebooks and execution turned off, built into the same $(HTML) as `make book`.
+book-executed: venv
+	@test -f $(EXECUTED)/book/01_introduction.ipynb || { \
+	  echo "error: no executed notebooks in $(EXECUTED): run make nbval first" >&2; exit 1; }
+	cp _config.yml _toc.yml $(EXECUTED)/
+	sed -i 's/^  execute_notebooks: force/  execute_notebooks: "off"/' $(EXECUTED)/_config.yml
+	grep -q '^  execute_notebooks: "off"' $(EXECUTED)/_config.yml
+	cp -r book/*.md book/references.bib book/_static book/images $(EXECUTED)/book/
+	mkdir -p $(EXECUTED)/benchmarks && cp -r benchmarks/results $(EXECUTED)/benchmarks/
+	rm -rf $(HTML) _build/jupyter_execute
+	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --all -W --keep-going
 
 # Needs a built book (make book); fails, not skips, when _build/html is missing.
 pages: venv
@@ -102,7 +119,8 @@ pages: venv
 
 # ---------------------------------------------------------------------------------------------
 # The Colab leg. The chapters' first cell runs as in Colab (nfbook installed from this checkout on
-# top of Colab's stack, which pip must keep), then the unit tests and chapters 1 and 5.
+# top of Colab's stack, which pip must keep), then the unit tests except those marked slow (long
+# fits, which the main leg runs), and chapters 1 and 5.
 $(COLAB_STAMP): requirements-colab.txt pyproject.toml
 	@test -n "$(COLAB_PYTHON)" || { \
 	  echo "error: the Colab leg needs Python 3.13: none found on PATH or under pyenv." >&2; \
@@ -115,7 +133,8 @@ $(COLAB_STAMP): requirements-colab.txt pyproject.toml
 
 colab: $(COLAB_STAMP)
 	$(COLAB_BIN)/python scripts/colab_install_cell.py book/01_introduction.ipynb
-	$(COLAB_BIN)/python -m pytest -rs tests nfbook --doctest-modules --ignore=tests/test_book_pages.py
+	$(COLAB_BIN)/python -m pytest -rs tests nfbook --doctest-modules --ignore=tests/test_book_pages.py \
+	  -m "not slow"
 	$(COLAB_BIN)/python -m pytest -rs -p tests.conftest --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=600 book/01_introduction.ipynb book/05_two_moons.ipynb
 

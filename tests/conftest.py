@@ -1,5 +1,7 @@
-"""Shared by every pytest run: report TensorFlow's devices, enforce NFBOOK_DEVICE, and time
-the notebooks that nbval executes (a line per notebook at the end of the run).
+"""Shared by every pytest run: report TensorFlow's devices, enforce NFBOOK_DEVICE, time the
+notebooks that nbval executes (a line per notebook at the end of the run), and with
+``--save-executed DIR`` write them, with the outputs nbval received, under ``DIR`` once every
+cell has passed (``make test`` builds the book from these, so no notebook runs twice).
 
 ``NFBOOK_DEVICE=gpu`` makes the session fail at once when TensorFlow sees no GPU, so a GPU run
 can never pass on the CPU by mistake. ``make nbval`` loads this file with ``-p tests.conftest``.
@@ -10,8 +12,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import functools  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--save-executed", metavar="DIR", default=None,
+                     help="write each notebook nbval executed, with its outputs, under DIR "
+                          "(at the same path relative to the working directory) if all passed")
 
 
 @functools.cache
@@ -76,3 +85,32 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for path, seconds in sorted(_notebook_seconds.items()):
         terminalreporter.write_line(f"{seconds:8.1f}  {path}")
     terminalreporter.write_line(f"{sum(_notebook_seconds.values()):8.1f}  total")
+
+
+_executed: dict[str, object] = {}  # notebook path -> nbval's notebook node, outputs filled in
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """After nbval runs a cell, keep what the kernel sent as that cell's outputs."""
+    yield
+    outputs = getattr(item, "test_outputs", None)
+    notebook = getattr(item.parent, "nb", None)
+    if outputs is None or notebook is None:
+        return
+    item.cell.outputs = outputs
+    item.cell.execution_count = item.cell_num + 1
+    _executed[str(item.parent.path)] = notebook
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``--save-executed DIR`` and every test passed, write the executed notebooks."""
+    folder = session.config.getoption("save_executed", None)
+    if not folder or not _executed or exitstatus != 0:
+        return
+    import nbformat
+
+    for path, notebook in _executed.items():
+        target = Path(folder) / Path(path).relative_to(Path.cwd())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, target)

@@ -40,7 +40,7 @@ export PATH := $(BIN):$(PATH)
 help:
 	@echo "make book       build the book (every notebook executed) into $(HTML)"
 	@echo "make test       ruff, unit tests + doctests, nbval, book build, rendered-page checks, colab"
-	@echo "make colab      Colab's set (Python 3.13, TF 2.20): install cell, unit tests, chapters 1 and 5"
+	@echo "make colab      Colab's set (Python 3.13, TF 2.20): install cell, doctests, Keras tests, chapters 1 and 5"
 	@echo "make lint       ruff only"
 	@echo "make screenshots  PNG of every chapter page into _build/screenshots (needs chromium)"
 	@echo "make clean      remove _build and caches (keeps .venv); make distclean also removes .venv"
@@ -119,8 +119,10 @@ pages: venv
 
 # ---------------------------------------------------------------------------------------------
 # The Colab leg. The chapters' first cell runs as in Colab (nfbook installed from this checkout on
-# top of Colab's stack, which pip must keep), then the unit tests except those marked slow (long
-# fits, which the main leg runs), and chapters 1 and 5.
+# top of Colab's stack, which pip must keep), then every doctest (each public function runs), the
+# tests of what touches Keras and files most (COLAB_TESTS), and chapters 1 and 5. The main leg runs
+# every test; the rest would add about seven minutes here for code that is the same on both stacks.
+COLAB_TESTS := tests/test_keras_habits.py tests/test_saving.py tests/test_input.py tests/test_checks.py
 $(COLAB_STAMP): requirements-colab.txt pyproject.toml
 	@test -n "$(COLAB_PYTHON)" || { \
 	  echo "error: the Colab leg needs Python 3.13: none found on PATH or under pyenv." >&2; \
@@ -133,8 +135,7 @@ $(COLAB_STAMP): requirements-colab.txt pyproject.toml
 
 colab: $(COLAB_STAMP)
 	$(COLAB_BIN)/python scripts/colab_install_cell.py book/01_introduction.ipynb
-	$(COLAB_BIN)/python -m pytest -rs tests nfbook --doctest-modules --ignore=tests/test_book_pages.py \
-	  -m "not slow"
+	$(COLAB_BIN)/python -m pytest -rs nfbook --doctest-modules $(COLAB_TESTS)
 	$(COLAB_BIN)/python -m pytest -rs -p tests.conftest --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=600 book/01_introduction.ipynb book/05_two_moons.ipynb
 

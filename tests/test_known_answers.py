@@ -10,7 +10,6 @@ import tf_keras as keras
 import nfbook
 
 tfd = tfp.distributions
-pytestmark = pytest.mark.slow
 
 BUILDERS = ["maf", "iaf", "realnvp", "nice", "nsf"]
 DIMS = [2, 3, 4, 8, 16]

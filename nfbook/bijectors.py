@@ -479,12 +479,11 @@ def nice(
     :math:`x = \exp(\sigma) \odot y`, carries all of the volume change,
     :math:`\sum_i \sigma_i`.
 
-    The gradient of a shift network's weights at the identity start is
-    :math:`\mathbb{E}[x_{d+1:D}\, h(x_{1:d})^\top]` (:math:`h`: its last hidden layer, unit
-    base variance), zero on data whose conditional :math:`p(x_{d+1:D} \mid x_{1:d})` is
-    symmetric about 0 (concentric circles), whatever the weights: there additive couplings
-    start on a stationary point and only the final scale learns, while :func:`realnvp`'s
-    log-scales get the non-zero gradient of the conditional spread.
+    The shift networks' output layers start random, not at zero as in :func:`realnvp`: at
+    zero, data whose conditional :math:`p(x_{d+1:D} \mid x_{1:d})` is symmetric about 0
+    (concentric rings) give every weight of the network a zero gradient, and only the final
+    scale would learn (:class:`nfbook.networks.CouplingAffine`). The untrained flow is a
+    random volume-preserving shear of the base.
 
     Parameters
     ----------

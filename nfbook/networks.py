@@ -6,6 +6,7 @@ __all__ = [
     "AutoregressiveAffine",
     "CouplingAffine",
     "fan_in_uniform",
+    "lecun_uniform",
     "soft_clamp",
     "spread_biases",
 ]
@@ -78,6 +79,22 @@ def fan_in_uniform(shape: Sequence[int], dtype: tf.DType | None = None) -> tf.Te
     """
     bound = 1.0 / float(shape[0]) ** 0.5
     return tf.random.uniform(shape, -bound, bound, dtype=dtype or tf.float32)
+
+
+def lecun_uniform(shape: Sequence[int], dtype: tf.DType | None = None) -> tf.Tensor:
+    r"""Kernel initializer: :math:`U(\pm\sqrt{3 / n_{in}})`, variance :math:`1/n_{in}`.
+
+    :func:`fan_in_uniform` scaled by :math:`\sqrt 3`, with the same global-generator seeding;
+    the start of NICE's shift layers (:class:`CouplingAffine`), which must leave the identity
+    far enough for the training to move away from it.
+
+    Examples
+    --------
+    >>> w = lecun_uniform((300, 300))
+    >>> 0.9 < float(tf.math.reduce_variance(w)) * 300 < 1.1
+    True
+    """
+    return 3.0**0.5 * fan_in_uniform(shape, dtype)
 
 
 def spread_biases(weights: Sequence[tf.Variable]) -> None:
@@ -196,8 +213,17 @@ class CouplingAffine(keras.layers.Layer):
     returns :math:`\mu(x_{1:d})` and :math:`s(x_{1:d})` of shape ``(..., D - d)``, with
     :math:`s = c \tanh(\tilde s / c)`; or the shift and ``None`` when ``shift_only`` (NICE's
     additive coupling, volume preserving). The hidden layers start as in
-    :class:`AutoregressiveAffine` (:func:`fan_in_uniform` kernels, :func:`spread_biases`); the
-    output layer starts at zero, so an untrained coupling layer is the identity.
+    :class:`AutoregressiveAffine` (:func:`fan_in_uniform` kernels, :func:`spread_biases`).
+
+    The output layer of an affine network starts at zero, so an untrained RealNVP layer is the
+    identity. A shift-only network cannot start there: at a zero output layer the gradient of
+    its kernel is :math:`\mathbb{E}[z_{d+1:D}\, h(x_{1:d})^\top]` up to sign (:math:`h`: the
+    last hidden layer, :math:`z` the base side), zero whenever
+    :math:`\mathbb{E}[x_{d+1:D} \mid x_{1:d}] = 0`, as on concentric rings, and with it every
+    other gradient of the network: the layer would stay at the identity for ever. Its output
+    kernel starts from :func:`lecun_uniform` (bias zero), so an untrained NICE layer is a
+    random shear, far enough from the identity for training to leave it (at the smaller scale
+    of :func:`fan_in_uniform`, NICE on two concentric circles drifts back to the Gaussian).
 
     Parameters
     ----------
@@ -243,7 +269,7 @@ class CouplingAffine(keras.layers.Layer):
         ]
         self.out = keras.layers.Dense(
             (1 if self.shift_only else 2) * self.output_units,
-            kernel_initializer="zeros",
+            kernel_initializer=lecun_uniform if self.shift_only else "zeros",
             bias_initializer="zeros",
         )
 

@@ -55,11 +55,20 @@ def test_each_autoregressive_layer_has_a_triangular_jacobian(builder):
         assert np.any(np.abs(jacobian.numpy()[:, ~upper & ~np.eye(ndim, dtype=bool)]) > 1e-4)
 
 
-@pytest.mark.parametrize("builder", ["realnvp", "nice"])
-def test_untrained_coupling_flow_is_the_identity(builder):
-    flow = getattr(nfbook, builder)(3, hidden_units=(8,), num_layers=2, permutation=[0, 1, 2])
+def test_untrained_realnvp_is_the_identity():
+    flow = nfbook.realnvp(3, hidden_units=(8,), num_layers=2, permutation=[0, 1, 2])
     z = tf.random.normal([10, 3])
     np.testing.assert_allclose(flow.forward(z), z, atol=1e-6)
+
+
+def test_untrained_nice_is_a_volume_preserving_shear():
+    nfbook.set_seed(0)
+    flow = nfbook.nice(3, hidden_units=(8,), num_layers=2, permutation=[0, 1, 2])
+    z = tf.random.normal([10, 3])
+    x = flow.forward(z)
+    np.testing.assert_array_equal(x[:, :1], z[:, :1])  # the kept coordinate
+    assert float(tf.reduce_max(tf.abs(x - z))) > 0.05
+    np.testing.assert_array_equal(flow.forward_log_det_jacobian(z, event_ndims=1), 0.0)
 
 
 @pytest.mark.parametrize("builder", ["maf", "iaf", "realnvp", "nice"])
@@ -314,16 +323,37 @@ def test_maf_on_one_dimension_is_a_learnable_affine_map():
     assert_bijective_and_finite(flow, 1)
 
 
-def test_a_zero_initialised_coupling_flow_leaves_the_gaussian_on_symmetric_data():
+@pytest.mark.parametrize(("builder", "epochs"), [("realnvp", 16), ("nice", 80)])
+def test_coupling_flows_leave_the_gaussian_on_symmetric_data(builder, epochs):
     # On make_circles each coordinate's conditional given the other is symmetric, so the
-    # gradient of a coupling layer's shift vanishes at the identity start; the log-scale's
-    # does not (the conditional spread varies), and RealNVP leaves the Gaussian at once.
+    # gradient of a coupling layer's shift vanishes at the identity: RealNVP leaves it through
+    # its log-scales (the conditional spread varies), NICE because its shifts start random.
     from sklearn.datasets import make_circles
 
     x = make_circles(4096, noise=0.05, factor=0.5, random_state=0)[0].astype(np.float32)
     best_gaussian = 0.5 * np.sum(np.log(2 * np.pi * np.e * x.var(axis=0)))
     nfbook.set_seed(0)
-    model = nfbook.FlowModel(nfbook.realnvp(2), ndim=2)
+    model = nfbook.FlowModel(getattr(nfbook, builder)(2), ndim=2)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    model.fit(x, epochs=16, batch_size=256, verbose=0)  # 256 steps
+    model.fit(x, epochs=epochs, batch_size=256, verbose=0)  # 16 steps an epoch
     assert float(-tf.reduce_mean(model.log_prob(x))) < best_gaussian - 0.1
+
+
+def test_nice_with_zero_shifts_stays_gaussian_on_symmetric_data():
+    # The stationary point that NICE's random start avoids: every shift network's gradient
+    # is zero there, so only the final scale learns.
+    from sklearn.datasets import make_circles
+
+    x = make_circles(1024, noise=0.05, factor=0.5, random_state=0)[0].astype(np.float32)
+    x = np.concatenate([x, x * [1, -1], x * [-1, 1], -x])  # exactly symmetric, mean 0
+    nfbook.set_seed(0)
+    model = nfbook.FlowModel(nfbook.nice(2), ndim=2)
+    for v in model.trainable_variables:
+        if v.shape.rank == 2 and v.shape[-1] == 1:  # the shift networks' output kernels
+            v.assign(tf.zeros_like(v))
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.log_prob(x / x.std(axis=0)))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    shifts = [g for v, g in zip(model.trainable_variables, gradients) if "coupling" in v.name]
+    assert len(shifts) == 4 * 6  # 4 layers, 3 dense layers each with kernel and bias
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in shifts) < 1e-6

@@ -3,6 +3,7 @@
 from nfbook import animation, data, plot, reverse_kl, timing
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
 from nfbook.continuous import ffjord
+from nfbook.flow_check import FlowCheckError, check_flow
 from nfbook.flow_matching import FlowMatching
 from nfbook.model import FlowModel
 from nfbook.notebook import glue
@@ -12,12 +13,14 @@ from nfbook.splines import nsf
 from nfbook.training import NonFiniteLossError
 
 __all__ = [
+    "FlowCheckError",
     "FlowMatching",
     "FlowModel",
     "NonFiniteLossError",
     "affine",
     "animation",
     "batch_norm_mode",
+    "check_flow",
     "data",
     "ffjord",
     "glue",

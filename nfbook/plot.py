@@ -44,8 +44,10 @@ def style() -> None:
     """Apply the book's house style to matplotlib's global ``rcParams``.
 
     A seaborn ``whitegrid`` theme in the ``notebook`` context with :data:`PALETTE` as the
-    colour cycle, readable font sizes, figures at 100 dpi on screen and 150 dpi when saved.
-    Call it once at the top of a notebook; importing this module changes nothing.
+    colour cycle, readable font sizes, figures at 100 dpi on screen and 150 dpi when saved,
+    on an explicit white face (a page in dark mode would otherwise show a transparent
+    figure's black axes on black). Call it once at the top of a notebook; importing this
+    module changes nothing.
 
     Examples
     --------
@@ -63,6 +65,8 @@ def style() -> None:
             "figure.dpi": 100,
             "savefig.dpi": 150,
             "savefig.bbox": "tight",
+            "figure.facecolor": "white",
+            "savefig.facecolor": "white",
             "font.size": 11,
             "axes.titlesize": 12,
             "axes.labelsize": 11,

@@ -13,20 +13,19 @@ the later epochs, for every combination of
   :func:`nfbook.density.standard_normal_log_prob`);
 - the loop: Keras's own execution function with one step per call, Keras's own function with
   100 steps per call (``steps_per_execution=100``, a ``tf.range`` loop that AutoGraph traces
-  twice), or nfbook's (:func:`nfbook.training.step_loop`, 100 steps in a ``tf.while_loop``,
+  twice), or nfbook's (:func:`nfbook.step_loop.step_loop`, 100 steps in a ``tf.while_loop``,
   traced once);
-- the optimizer: ``keras.optimizers.Adam`` (about forty graph operations per variable) or
-  ``keras.optimizers.legacy.Adam``, the same update in one fused kernel per variable
-  (``FlowModel.compile``'s default since ``nfbook.training.resolve_optimizer``);
-- TensorFlow's graph optimizer, Grappler, on (TensorFlow's default, and always for Keras's
-  own loops) or off for nfbook's loop (``FlowModel.compile(optimize_graph=False)``, the
-  default: :func:`nfbook.training.without_graph_optimizer`);
+- the optimizer: ``keras.optimizers.Adam`` (``FlowModel.compile``'s default, about forty graph
+  operations per variable) or ``keras.optimizers.legacy.Adam``, the same update in one fused
+  kernel per variable;
+- TensorFlow's graph optimizer, Grappler, on (TensorFlow's default) or off for the whole
+  process (``tf.config.optimizer.set_experimental_options({"disable_meta_optimizer":
+  True})``);
 - and, for FlowModel's defaults only, the price of two of its features: the weight averaging
   switched off (``FlowModel(..., average_weights=False)``), the NaN guard switched off (no
   copy of the model's state kept every 100 steps, so a non-finite step would stop training
-  but not be undone: :class:`nfbook.training.RollBackOnNonFinite` replaced by the plain
-  :class:`nfbook.training.StopOnNonFinite`, for measuring only; nfbook has no such switch),
-  or both.
+  but not be undone: :class:`nfbook.nan_guard.RollBackOnNonFinite` without its copies, for
+  measuring only; nfbook has no such switch), or both.
 
 Every measurement runs in a fresh Python process (tracing caches are per process), all of them
 in turn ``--repeats`` times; the table gives medians and the ratio to the first row, all from one
@@ -84,11 +83,15 @@ def measure(density: str, loop: str, optimizer: str, graph: str, features: str,
     if loop.startswith("keras"):
         Model.make_train_function = keras.Model.make_train_function
 
-    if features in ("no-guard", "neither"):
-        def stop_only(kwargs: dict, state: object = None) -> nfbook.training.StopOnNonFinite:
-            return nfbook.training.add_guard(kwargs)
+    if graph == "plain":
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
-        nfbook.model.add_guard = stop_only
+    if features in ("no-guard", "neither"):
+        class StopOnly(nfbook.nan_guard.RollBackOnNonFinite):
+            def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+                self.first_batch = batch  # no copy: a non-finite step would not be undone
+
+        nfbook.training.RollBackOnNonFinite = StopOnly
 
     class EpochEnds(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -102,8 +105,7 @@ def measure(density: str, loop: str, optimizer: str, graph: str, features: str,
     data = nfbook.data.moons(10000, seed=0)
     model = Model(nfbook.maf(2), ndim=2, average_weights=features in ("both", "no-guard"))
     adam = keras.optimizers.legacy.Adam if optimizer == "fused" else keras.optimizers.Adam
-    model.compile(optimizer=adam(1e-3), steps_per_execution=int(loop.rsplit("-", 1)[1]),
-                  optimize_graph=graph == "grappler")
+    model.compile(optimizer=adam(1e-3), steps_per_execution=int(loop.rsplit("-", 1)[1]))
     ends = EpochEnds()
     start = time.perf_counter()
     model.fit(data, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[ends])
@@ -146,9 +148,9 @@ def main() -> None:
               ("one-pass", "keras-1", "adam", "grappler", "both"),
               ("one-pass", "nfbook-100", "adam", "grappler", "both"),
               ("one-pass", "nfbook-100", "fused", "grappler", "both"),
-              ("one-pass-tfp-parts", "nfbook-100", "fused", "plain", "both"),
-              ("one-pass", "nfbook-100", "fused", "plain", "both")]
-    combos += [("one-pass", "nfbook-100", "fused", "plain", features)
+              ("one-pass", "nfbook-100", "adam", "plain", "both"),
+              ("one-pass-tfp-parts", "nfbook-100", "adam", "grappler", "both")]
+    combos += [("one-pass", "nfbook-100", "adam", "grappler", features)
                for features in ("no-average", "no-guard", "neither")]
     runs: dict[tuple[int, str, str, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row

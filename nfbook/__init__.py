@@ -6,11 +6,11 @@ from nfbook.continuous import ffjord
 from nfbook.flow_check import FlowCheckError, check_flow
 from nfbook.flow_matching import FlowMatching
 from nfbook.model import FlowModel
+from nfbook.nan_guard import NonFiniteLossError
 from nfbook.notebook import glue
 from nfbook.saving import load
 from nfbook.seed import set_seed
 from nfbook.splines import nsf
-from nfbook.training import NonFiniteLossError
 
 __all__ = [
     "FlowCheckError",

@@ -16,8 +16,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook.bijectors import attach_spec
 from nfbook.checks import check_hidden_units, check_positive_int, check_real
+from nfbook.specs import attach_spec
 
 tfb = tfp.bijectors
 tfd = tfp.distributions

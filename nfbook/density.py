@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.bijectors.chain import _Chain
 
+from nfbook import private_api
 from nfbook.networks import AutoregressiveAffine, CouplingAffine
 from nfbook.spline_density import spline_layer_inverse
 
@@ -122,8 +122,8 @@ def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
 
 def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor
                  ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
-    network = getattr(bijector, "_shift_and_log_scale_fn", None)
-    if not isinstance(network, AutoregressiveAffine) or getattr(bijector, "_event_ndims", 1) != 1:
+    network = private_api.shift_and_log_scale_fn(bijector)
+    if not isinstance(network, AutoregressiveAffine) or private_api.event_ndims(bijector) != 1:
         return None
     _check_width(bijector, y, network.ndim)
     shift, log_scale = network(y)
@@ -132,8 +132,8 @@ def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor
 
 def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor
                       ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
-    network = getattr(bijector, "_shift_and_log_scale_fn", None)
-    masked = getattr(bijector, "_num_masked", None)
+    network = private_api.shift_and_log_scale_fn(bijector)
+    masked = private_api.num_masked(bijector)
     if not isinstance(network, CouplingAffine) or not isinstance(masked, int) or masked <= 0:
         return None
     _check_width(bijector, y, masked + network.output_units)
@@ -189,7 +189,7 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
     """:func:`inverse_and_log_det`, with ``None`` for a log-determinant known to be 0
     (permutations, additive couplings): adding up zeros costs graph operations, forward and in
     the gradient, that TensorFlow traces before the first training step."""
-    if isinstance(bijector, _Chain):
+    if isinstance(bijector, private_api.Chain):
         total = None
         for member in bijector.bijectors:  # a Chain inverts its first bijector first
             y, term = _inverse_and_terms(member, y)

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-import tf_keras as keras
 
 from nfbook.checks import check_data, check_positive_int
 from nfbook.continuous import VectorField, ffjord
 from nfbook.optimal_transport import ot_couple
-from nfbook.training import add_guard, apply_if_finite, resolve_optimizer
+from nfbook.training import Trainer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -78,7 +77,7 @@ def flow_matching_loss(
     return tf.reduce_sum((field(t, xt) - (x1 - x0)) ** 2, axis=-1)
 
 
-class FlowMatching(keras.Model):
+class FlowMatching(Trainer):
     r"""A continuous flow trained by conditional flow matching with straight-line paths.
 
     For data :math:`x_1`, base samples :math:`x_0 \sim \mathcal{N}(0, I)` and
@@ -96,8 +95,11 @@ class FlowMatching(keras.Model):
     :meth:`sample` integrates :math:`dx/dt = v_\theta` from 0 to 1, and :meth:`log_prob`
     integrates it back from the data with the instantaneous change of variables (the exact
     trace, through :func:`nfbook.continuous.ffjord`). It has ``distribution`` and
-    ``bijector`` like a :class:`nfbook.FlowModel`, so the
-    plotting helpers work on it unchanged.
+    ``bijector`` like a :class:`nfbook.FlowModel`, so the plotting helpers work on it
+    unchanged. It trains as every nfbook trainer does (:class:`nfbook.training.Trainer`):
+    ``compile()`` takes no loss, ``fit(x)`` no labels, and ``history.history["loss"]`` is the
+    mean flow-matching loss per epoch, which does not go to zero (the regression target
+    :math:`x_1 - x_0` is random given :math:`x_t`).
 
     Parameters
     ----------
@@ -120,6 +122,9 @@ class FlowMatching(keras.Model):
         :math:`(x - \mathrm{loc}) / \mathrm{scale}`. Pass the training data's mean and
         standard deviation per coordinate, so that the base :math:`\mathcal{N}(0, I)` and
         the data the flow sees have the same scale.
+    average_weights : bool
+        Hand a moving average of the field's weights to the model after every epoch, as
+        :class:`nfbook.FlowModel` does by default (see :class:`nfbook.training.Trainer`).
     atol, rtol, first_step_size : float
         ODE solver settings for :meth:`log_prob` and :meth:`sample` (see
         :func:`nfbook.continuous.ffjord`).
@@ -155,14 +160,16 @@ class FlowMatching(keras.Model):
     TensorShape([1])
     """
 
+    failure = "the flow-matching loss of a batch"
+
     def __init__(self, ndim: int, hidden_units: Sequence[int] = (64, 64),
                  activation: str = "tanh", *, time_features: int = 0,
                  coupling: str = "independent", ot_block_size: int | None = None,
-                 loc: Any = None, scale: Any = None,
+                 loc: Any = None, scale: Any = None, average_weights: bool = False,
                  atol: float = 1e-5, rtol: float = 1e-5, first_step_size: float = 0.1,
                  name: str = "flow_matching") -> None:
-        super().__init__(name=name)
-        self.ndim = check_positive_int("ndim", ndim)
+        super().__init__(name=name, ndim=check_positive_int("ndim", ndim),
+                         average_weights=average_weights)
         if coupling not in COUPLINGS:
             raise ValueError(f"`coupling` must be one of {COUPLINGS}, got {coupling!r}.")
         self.coupling = coupling
@@ -182,8 +189,6 @@ class FlowMatching(keras.Model):
             tfd.MultivariateNormalDiag(loc=tf.zeros([self.ndim])), self._bijector)
         self._solver = tfp.math.ode.DormandPrince(atol=atol, rtol=rtol,
                                                   first_step_size=first_step_size)
-        self.regression_loss = keras.metrics.Mean(name="loss")
-        self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
         self.field(0.0, tf.zeros([1, self.ndim]))
         spec = tf.TensorSpec([None, self.ndim], tf.float32)
         # graph versions: an eager adaptive ODE solve runs its step loop in Python (slow)
@@ -205,28 +210,9 @@ class FlowMatching(keras.Model):
         """The base pushed through :attr:`bijector`."""
         return self._distribution
 
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.regression_loss, self.skipped_steps]
-
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """:math:`\\log p(x)` through the ODE (the model's output, as for ``FlowModel``)."""
         return self._distribution.log_prob(x)
-
-    def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
-        """Configure training; the loss is always the flow-matching regression loss. The
-        default ``"adam"`` is ``keras.optimizers.legacy.Adam(1e-3)``, as for
-        :meth:`nfbook.FlowModel.compile`.
-
-        Raises
-        ------
-        TypeError
-            If a ``loss`` is given.
-        """
-        if loss is not None:
-            raise TypeError("FlowMatching trains on the flow-matching loss; compile() takes "
-                            "no `loss`.")
-        super().compile(optimizer=resolve_optimizer(optimizer), **kwargs)
 
     def flow_matching_loss(self, x1: tf.Tensor) -> tf.Tensor:
         """Per-example :func:`flow_matching_loss` with fresh ``x0 ~ N(0, I)``, ``t ~ U(0, 1)``;
@@ -238,53 +224,13 @@ class FlowMatching(keras.Model):
         t = tf.random.uniform(tf.shape(x1[:, :1]), dtype=x1.dtype)
         return flow_matching_loss(self.field, x1, x0, t)
 
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x1 = self._standardize(data[0] if isinstance(data, tuple) else data)
-        variables = self.field.trainable_variables
-        with tf.GradientTape() as tape:
-            per_example = self.flow_matching_loss(x1)
-            loss = tf.reduce_mean(per_example)
-        gradients = tape.gradient(loss, variables)
-        skipped = apply_if_finite(self.optimizer, loss, gradients, variables,
-                                  halted=self.skipped_steps.result() > 0)
-        self.skipped_steps.update_state(skipped)
-        finite = tf.equal(skipped, 0.0)
-        self.regression_loss.update_state(
-            tf.where(finite, per_example, tf.zeros_like(per_example)),
-            sample_weight=tf.cast(finite, per_example.dtype))
-        return {m.name: m.result() for m in self.metrics}
+    def loss_terms(self, x: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        """The per-example :meth:`flow_matching_loss` of the standardised batch."""
+        return {"loss": self.flow_matching_loss(self._standardize(x))}
 
-    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x1 = self._standardize(data[0] if isinstance(data, tuple) else data)
-        self.regression_loss.update_state(self.flow_matching_loss(x1))
-        return {"loss": self.regression_loss.result()}
-
-    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
-        """Fit the vector field to data ``x`` (no labels); options as ``keras.Model.fit``.
-
-        ``history.history["loss"]`` is the mean flow-matching loss per epoch (it does not go
-        to zero: the regression target :math:`x_1 - x_0` is random given :math:`x_t`).
-
-        Raises
-        ------
-        TypeError
-            If labels are passed.
-        ValueError
-            On data of the wrong shape, empty, or with NaN/inf rows.
-        nfbook.training.NonFiniteLossError
-            If the loss became NaN or infinite (that update is not applied).
-        """
-        if y is not None:
-            raise TypeError("FlowMatching.fit(x) takes no labels.")
-        if self.optimizer is None:
-            raise RuntimeError("Call compile() before fit().")
-        if not isinstance(x, tf.data.Dataset) and x is not None:
-            x = check_data(x, self.ndim, "x")
-        guard = add_guard(kwargs)
-        history = super().fit(x, **kwargs)
-        guard.raise_if_stopped("the flow-matching loss of a batch",
-                               "Standardise the data or lower the learning rate.")
-        return history
+    def state_variables(self) -> list[tf.Variable]:
+        """The vector field's weights."""
+        return list(self.field.variables)
 
     def _standardize(self, x: tf.Tensor) -> tf.Tensor:
         return (x - self.loc) / self.scale

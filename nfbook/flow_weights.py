@@ -8,6 +8,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from nfbook import private_api
+
 tfb = tfp.bijectors
 
 
@@ -62,7 +64,7 @@ class FlowWeights:
         for layer in self.flow_layers:
             if not layer.trainable:
                 frozen.update(id(v) for v in layer.weights)
-            elif not all(sub.trainable for sub in layer._flatten_layers(include_self=False)):
+            elif not all(sub.trainable for sub in private_api.sublayers(layer)):
                 trainable = {id(v) for v in layer.trainable_weights}
                 frozen.update(id(v) for v in layer.weights if id(v) not in trainable)
         return [v for v in self._bijector.trainable_variables if id(v) not in frozen]

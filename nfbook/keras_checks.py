@@ -11,6 +11,8 @@ from typing import Any
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from nfbook import private_api
+
 
 def is_keras3(value: Any) -> bool:
     """Whether ``value`` is an object of Keras 3 (what ``tf.keras`` and ``import keras`` give
@@ -153,4 +155,4 @@ def keras3_layers(bijector: tfp.bijectors.Bijector) -> list[str]:
     def is_keras3_layer(value: Any) -> bool:
         return any(cls.__module__.startswith("keras.src.layers") for cls in type(value).__mro__)
 
-    return sorted({layer.name for layer in bijector._flatten(predicate=is_keras3_layer)})
+    return sorted({layer.name for layer in private_api.flatten_modules(bijector, is_keras3_layer)})

@@ -266,7 +266,6 @@ def stage_samples(model: Any, n: int = 2000, seed: int = 0) -> list[tuple[str, n
             f"`model` must have `.distribution` (a tfd.TransformedDistribution) and "
             f"`.bijector` (a tfb.Bijector), got {type(model).__name__}."
         )
-    # nfbook's chains are private tfb _Chain instances (isinstance(x, tfb.Chain) is False).
     parts = getattr(bijector, "bijectors", None)
     if parts is None:
         labelled = [(bijector.name, bijector)]

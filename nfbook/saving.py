@@ -2,72 +2,47 @@
 
 from __future__ import annotations
 
-__all__ = ["load", "save"]
+__all__ = ["BUILDERS", "load", "rebuild", "save"]
 
-import io
-import json
 import os
-import secrets
-import stat
 import warnings
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook.bijectors import rebuild, spec_of
+from nfbook.bijectors import affine, iaf, maf, nice, realnvp
+from nfbook.continuous import ffjord
 from nfbook.model import FlowModel
-from nfbook.training import build_optimizer, optimizer_variables
+from nfbook.model_file import (
+    flow_weights,
+    gaussian_probe_points,
+    read_model_file,
+    score,
+    write_model,
+)
+from nfbook.optimizer_state import build_optimizer
+from nfbook.splines import nsf
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-_FORMAT = "nfbook-flow-model"
-# 2: probe points sampled from the model, the base's variables; 3: the bijector record holds
-# the resolved permutations between layers and their scheme (nfbook.permutations)
-_FORMAT_VERSION = 3
-_PROBE_SIZE = 64
-_PROBE_SEED = (20240917, 1)  # stateless: the same probe points at every save
+BUILDERS: dict[str, Callable[..., tfb.Bijector]] = {
+    "affine": affine,
+    "ffjord": ffjord,
+    "iaf": iaf,
+    "maf": maf,
+    "nice": nice,
+    "nsf": nsf,
+    "realnvp": realnvp,
+}
+"""The builders whose records :func:`load` rebuilds, by the name :func:`nfbook.specs.spec_of`
+records."""
 
-
-def _flow_weights(model: FlowModel) -> list[tf.Variable]:
-    """The model's flow variables (layers' weights, running statistics, stray variables),
-    in a fixed order, without duplicates and without the metrics' counters."""
-    seen: set[int] = set()
-    weights = []
-    for variable in [v for layer in model.flow_layers for v in layer.weights] + list(
-        model.flow_variables
-    ):
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            weights.append(variable)
-    return weights
-
-
-def _base_weights(model: FlowModel) -> list[tf.Variable]:
-    """The variables of ``model``'s base distribution (none for the default base)."""
-    return list(model.distribution.distribution.variables)
-
-
-def _gaussian_probe_points(ndim: int) -> np.ndarray:
-    """The fixed N(0, I) probe points of format version 1, which stored none."""
-    return np.random.default_rng(12345).normal(size=(_PROBE_SIZE, ndim)).astype(np.float32)
-
-
-def _sampled_probe_points(model: FlowModel) -> np.ndarray:
-    """Probe points drawn from ``model`` itself with a fixed seed, so inside its support
-    (where N(0, I) points need not be, e.g. for a flow ending in ``tfb.Exp``)."""
-    return model.sample(_PROBE_SIZE, seed=_PROBE_SEED).numpy().astype(np.float32)
-
-
-def _score(model: FlowModel, points: np.ndarray) -> np.ndarray:
-    """``log p`` of the probe points, without :meth:`FlowModel.log_prob`'s data checks (a
-    sample may overflow to infinity)."""
-    return model.call(tf.constant(points, dtype=tf.float32)).numpy()
+_SCHEME_1_BUILDERS = ("maf", "iaf", "realnvp", "nice")  # builders of nfbook 0.1.0
 
 
 def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> None:
@@ -102,101 +77,49 @@ def save(model: FlowModel, path: str | os.PathLike, overwrite: bool = True) -> N
     """
     if not isinstance(model, FlowModel):
         raise TypeError(f"`model` must be an nfbook.FlowModel, got {type(model).__name__}.")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-    weights = _flow_weights(model)
-    base_weights = _base_weights(model)
-    probe = _sampled_probe_points(model)
-    record: dict[str, Any] = {
-        "format": _FORMAT,
-        "format_version": _FORMAT_VERSION,
-        "ndim": model.ndim,
-        "bijector": spec_of(model.bijector),
-        "default_base": model.default_base,
-        "average_weights": model.weight_average is not None,
-        "weights": [[w.name, list(w.shape)] for w in weights],
-        "base_weights": [[w.name, list(w.shape)] for w in base_weights],
-        "probe_points": probe.tolist(),
-        "probe_log_prob": _score(model, probe).tolist(),  # NaN or inf are kept as such
-        "optimizer": None,
-    }
-    arrays = {f"w{i}": w.numpy() for i, w in enumerate(weights)}
-    arrays.update({f"b{i}": w.numpy() for i, w in enumerate(base_weights)})
-    optimizer = model.optimizer
-    if optimizer is not None:
-        record["optimizer"] = keras.optimizers.serialize(optimizer)
-        state = optimizer_variables(optimizer)
-        record["optimizer_weights"] = len(state)
-        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(state)})
-    _write(path, record, arrays)
+    write_model(model, path, overwrite=overwrite)
 
 
-def _write(path: Path, record: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Write ``record`` (as ``model.json``) and ``arrays`` (as ``weights.npz``) to the zip
-    archive ``path``, through a temporary file synced to disk and moved into place."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = _create_temporary(path)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            with zipfile.ZipFile(file, "w") as archive:
-                archive.writestr("model.json", json.dumps(record, default=float))
-                archive.writestr("weights.npz", buffer.getvalue())
-            file.flush()
-            os.fsync(file.fileno())  # on disk before it replaces the earlier file
-        if path.exists():  # as `open(path, "wb")` would, keep the replaced file's mode
-            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def rebuild(spec: dict[str, Any]) -> tfb.Bijector:
+    """Build a fresh bijector (new, untrained variables) from a :func:`spec_of` record.
 
-
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """Create a new hidden file next to ``path``, with the mode a plain ``open(path, "wb")``
-    gives (``0o666`` less the umask; ``tempfile.mkstemp`` gives ``0o600``).
+    Parameters
+    ----------
+    spec : dict
+        ``{"builder": name, "kwargs": {...}}``, with ``"permutation_scheme"`` for a stack
+        recorded by :func:`attach_flow_spec`. A MAF, IAF, RealNVP or NICE record without it
+        and without ``permutation`` is one of nfbook 0.1.0, whose default permutations were
+        drawn from the seed: it is rebuilt with those (``permutation="random"``).
 
     Returns
     -------
-    handle : int
-        The file descriptor, open for writing.
-    temporary : Path
-        The file's path.
+    tfb.Bijector
+
+    Raises
+    ------
+    ValueError
+        If the builder name is unknown or the arguments are missing.
+
+    Examples
+    --------
+    >>> from nfbook.specs import spec_of
+    >>> b = rebuild(spec_of(realnvp(2, num_layers=2)))
+    >>> len(b.bijectors)
+    3
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temporary, flags, 0o666), temporary
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"No free temporary file name next to {path}.")
-
-
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            record = json.loads(archive.read("model.json"))
-            with np.load(io.BytesIO(archive.read("weights.npz"))) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, ValueError, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"{path} is not a readable nfbook model file (written by "
-                         f"FlowModel.save): {error}") from error
-    if record.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not an nfbook model file: its format is "
-                         f"{record.get('format')!r}, expected {_FORMAT!r}.")
-    version = record.get("format_version")
-    if isinstance(version, int) and version > _FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer nfbook (file format version "
-                         f"{version}; this nfbook reads versions 1 to {_FORMAT_VERSION}): "
-                         "upgrade nfbook to load it.")
-    if version not in range(1, _FORMAT_VERSION + 1):
-        raise ValueError(f"{path} has an unknown nfbook file format version {version!r}.")
-    return record, arrays
+    name = spec.get("builder")
+    if name not in BUILDERS:
+        raise ValueError(f"Unknown builder {name!r} in the saved record; expected one of "
+                         f"{sorted(BUILDERS)}.")
+    kwargs = spec.get("kwargs")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"The saved record of builder {name!r} has no arguments (a dict under "
+                         f"'kwargs'), got {kwargs!r}.")
+    if (name in _SCHEME_1_BUILDERS and "permutation_scheme" not in spec
+            and kwargs.get("permutation") is None):
+        # A record of nfbook 0.1.0, whose default permutations were drawn from the seed.
+        kwargs = {**kwargs, "permutation": "random"}
+    return BUILDERS[name](**kwargs)
 
 
 def _restore_optimizer_state(model: FlowModel, saved_count: int, arrays: dict[str, np.ndarray],
@@ -239,9 +162,9 @@ def _check_probe(model: FlowModel, record: dict[str, Any], path: Path) -> None:
     """Check that ``model`` gives the probe points the log-densities saved with them (NaN or
     infinity where they were NaN or the same infinity)."""
     points = record.get("probe_points")  # none in format version 1
-    points = (_gaussian_probe_points(model.ndim) if points is None
+    points = (gaussian_probe_points(model.ndim) if points is None
               else np.asarray(points, dtype=np.float32).reshape(-1, model.ndim))
-    log_prob = _score(model, points)
+    log_prob = score(model, points)
     saved = np.asarray(record["probe_log_prob"], dtype=np.float32)
     wrong = ~np.isclose(log_prob, saved, rtol=1e-5, atol=1e-5, equal_nan=True)
     if wrong.any():
@@ -308,7 +231,7 @@ def load(
     True
     """
     path = Path(path)
-    record, arrays = _read(path)
+    record, arrays = read_model_file(path)
     if bijector is None:
         if record["bijector"] is None:
             raise ValueError(f"{path} holds a flow that no nfbook builder made; pass "
@@ -318,7 +241,7 @@ def load(
         raise ValueError(f"{path} was saved with a custom base distribution; pass `base=`.")
     model = FlowModel(bijector, record["ndim"], base=base,
                       average_weights=record.get("average_weights", True))
-    weights = _flow_weights(model)
+    weights = flow_weights(model)
     saved_shapes = [shape for _, shape in record["weights"]]
     shapes = [list(w.shape) for w in weights]
     if shapes != saved_shapes:

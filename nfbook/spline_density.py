@@ -21,6 +21,7 @@ __all__ = ["spline_inverse_and_log_det", "spline_layer_inverse"]
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from nfbook import private_api
 from nfbook.splines import SplineFunction
 
 tfb = tfp.bijectors
@@ -53,7 +54,7 @@ def spline_inverse_and_log_det(spline: tfb.RationalQuadraticSpline, y: tf.Tensor
     >>> bool(tf.reduce_max(tf.abs(log_det - expected)) < 1e-5)
     True
     """
-    d = spline._compute_shared(y=y)  # the bin of each y, as TFP's own inverse finds it
+    d = private_api.spline_bins(spline, y)
     zero = tf.zeros([], dtype=y.dtype)
     rel_y = tf.where(d.out_of_bounds, zero, y - d.y_k)
     slopes = d.d_kp1 + d.d_k - 2.0 * d.s_k
@@ -99,17 +100,18 @@ def spline_layer_inverse(bijector: tfb.Bijector, y: tf.Tensor
     >>> x.shape, log_det.shape
     (TensorShape([4, 3]), TensorShape([4]))
     """
-    function = getattr(bijector, "_bijector_fn", None)
+    function = private_api.bijector_fn(bijector)
     if not isinstance(function, SplineFunction):
         return None
     if isinstance(bijector, tfb.RealNVP):
-        masked = bijector._num_masked
+        masked = private_api.num_masked(bijector)
         if not isinstance(masked, int) or masked <= 0:
             return None
         y0, y1 = y[..., :masked], y[..., masked:]
         x1, log_det = spline_inverse_and_log_det(function(y0, function.network.output_units), y1)
         return tf.concat([y0, x1], axis=-1), tf.reduce_sum(log_det, axis=-1)
-    if isinstance(bijector, tfb.MaskedAutoregressiveFlow) and bijector._event_ndims == 1:
+    if (isinstance(bijector, tfb.MaskedAutoregressiveFlow)
+            and private_api.event_ndims(bijector) == 1):
         # x_i depends on y_{<i} only: the MADE of y gives every coordinate's spline at once
         x, log_det = spline_inverse_and_log_det(function(y), y)
         return x, tf.reduce_sum(log_det, axis=-1)

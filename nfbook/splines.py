@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from nfbook.bijectors import _stack, attach_flow_spec
 from nfbook.checks import check_hidden_units, check_positive_int, check_real
+from nfbook.specs import attach_flow_spec
 from nfbook.spline_networks import AutoregressiveSpline, CouplingSpline, SplineNetwork
+from nfbook.stacking import stack
 
 tfb = tfp.bijectors
 
@@ -188,7 +189,7 @@ def nsf(
                          f"dimensions in two halves), got {ndim}; use autoregressive=True "
                          f"for a one-dimensional spline flow.")
     make = _autoregressive_layer if autoregressive else _coupling_layer
-    chain = _stack(
+    chain = stack(
         ndim, num_layers,
         lambda i: make(ndim, hidden_units, activation, num_bins, bound, f"{name}_{i}"),
         batch_norm, permutation, seed, name=name,

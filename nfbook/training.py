@@ -1,581 +1,377 @@
-"""Training-loop helpers shared by nfbook's models: the in-graph step loop, the NaN guard,
-weight averaging and the optimizer's state."""
+r"""The training engine: one tf_keras ``Model`` base for every way nfbook trains a flow.
+
+:class:`nfbook.FlowModel` (maximum likelihood), :class:`nfbook.reverse_kl.ReverseKL` (reverse
+KL from an unnormalised density) and :class:`nfbook.FlowMatching` (regression on a vector
+field) are each a :class:`Trainer` that says only what its per-example loss is. The engine
+owns the rest: ``compile`` (no loss argument), ``fit`` with its data checks, the steps run per
+compiled call, the NaN guard, weight averaging, and the one ``train_step``.
+"""
 
 from __future__ import annotations
 
-__all__ = [
-    "AverageWeightsEachEpoch",
-    "NonFiniteLossError",
-    "RollBackOnNonFinite",
-    "StopOnNonFinite",
-    "WeightAverage",
-    "add_guard",
-    "apply_if_finite",
-    "build_optimizer",
-    "optimizer_variables",
-    "resolve_optimizer",
-    "step_is_finite",
-    "step_loop",
-    "without_graph_optimizer",
-]
+__all__ = ["Trainer"]
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
 import tf_keras as keras
-from tensorflow.python.eager import context as eager_context
+
+from nfbook import private_api
+from nfbook.inputs import check_input, check_validation, data_errors, size_known
+from nfbook.keras_checks import check_callbacks, check_tf_keras
+from nfbook.nan_guard import RollBackOnNonFinite, step_is_finite
+from nfbook.optimizer_state import build_optimizer, optimizer_variables
+from nfbook.step_loop import step_loop
+from nfbook.weight_average import AverageWeightsEachEpoch, WeightAverage
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised by :meth:`nfbook.FlowModel.fit` and :meth:`nfbook.FlowModel.fit_reverse_kl`
-    when the loss of a batch became NaN or infinite."""
+class Trainer(keras.Model):
+    r"""A tf_keras ``Model`` trained on a weighted sum of per-example losses.
 
+    A subclass defines :meth:`loss_terms`, which maps a batch to one or more per-example
+    losses :math:`\ell_k(x_i)`, and :meth:`state_variables`; every training step then takes one
+    optimiser step on
 
-def step_is_finite(
-    loss: tf.Tensor,
-    gradients: Sequence[tf.Tensor | None],
-    halted: tf.Tensor | bool = False,
-) -> tf.Tensor:
-    """Whether a training step counts: its loss and every gradient are finite.
+    .. math:: \mathcal{L} = \sum_k w_k \, \frac{1}{n_k} \sum_{i=1}^{n_k} \ell_k(x_i)
 
-    Parameters
-    ----------
-    loss : tf.Tensor
-        The scalar loss of the batch.
-    gradients : sequence of tf.Tensor or None
-        Its gradients (``None`` entries are ignored).
-    halted : bool or tf.Tensor
-        Do not count the step whatever its loss: an earlier step of the epoch was not finite.
+    with the weights :math:`w_k` given to the constructor. ``history.history["loss"]`` is that
+    sum, averaged over the epoch's examples; with more than one term each term's mean is
+    logged under its own name too.
 
-    Returns
-    -------
-    tf.Tensor
-        A boolean scalar, ``False`` for a non-finite (or halted) step. A training step sums
-        ``1 - cast(finite)`` in a ``keras.metrics.Sum`` named ``"skipped_steps"`` for
-        :class:`StopOnNonFinite`.
+    What every trainer shares:
 
-    Examples
-    --------
-    >>> bool(step_is_finite(tf.constant(1.0), [tf.constant([0.0, float("inf")]), None]))
-    False
-    >>> bool(step_is_finite(tf.constant(1.0), [tf.constant([0.0, 2.0])]))
-    True
-    """
-    # One test over all numbers of a dtype (no cast, which could overflow): a test per gradient
-    # adds four operations per variable to the graph traced and optimised before the first step.
-    flat: dict[tf.DType, list[tf.Tensor]] = {}
-    vector = tf.constant([-1])  # one shape constant for every reshape
-    for tensor in [loss, *(g for g in gradients if g is not None)]:
-        flat.setdefault(tensor.dtype, []).append(tf.reshape(tensor, vector))
-    finite = tf.logical_not(halted)
-    for values in flat.values():
-        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.concat(values, 0))))
-    return finite
-
-
-def apply_if_finite(
-    optimizer: keras.optimizers.Optimizer,
-    loss: tf.Tensor,
-    gradients: Sequence[tf.Tensor | None],
-    variables: Sequence[tf.Variable],
-    halted: tf.Tensor | bool = False,
-) -> tf.Tensor:
-    """Apply ``gradients`` only if ``loss`` and every gradient are finite.
-
-    One NaN in one step would otherwise turn every weight to NaN. Works eagerly and inside a
-    ``tf.function`` train step. The test must see every gradient of the step before any
-    update starts, which costs the time the updates of the last layers could have overlapped
-    with the gradients of the first; :class:`RollBackOnNonFinite` guards
-    :meth:`nfbook.FlowModel.fit` without that wait.
+    - ``compile(optimizer="adam", steps_per_execution=100)``: no loss argument; the steps of a
+      compiled call run in one ``tf.while_loop`` (:func:`nfbook.step_loop.step_loop`), so a
+      small batch does not pay a return to Python each.
+    - ``fit``: the data (arrays, DataFrames, ``tf.data`` sets) is checked before any step and
+      batch by batch; data of unknown length runs one step per call; callbacks must be
+      tf_keras ones.
+    - The NaN guard: every step applies its update and counts it if its loss or a gradient is
+      not finite; after the compiled call that ran such a step, training stops, the trainer
+      goes back to its state from before that call (weights, batch-norm statistics, optimizer
+      state, weight average: with fewer than 100 steps per call, from at most 99 finite steps
+      before the bad one), and ``fit`` raises :class:`nfbook.NonFiniteLossError` saying how many
+      updates were undone (:class:`nfbook.nan_guard.RollBackOnNonFinite`).
+    - Weight averaging, if ``average_weights``: a moving average of the weights over about
+      the last third of an epoch is handed to the model at the end of every epoch
+      (:class:`nfbook.weight_average.AverageWeightsEachEpoch`).
+    - Several devices: built and compiled under a ``tf.distribute.MirroredStrategy`` scope,
+      ``fit`` trains on every replica, each batch split between them.
 
     Parameters
     ----------
-    optimizer : keras.optimizers.Optimizer
-        The tf_keras optimizer that applies the update.
-    loss : tf.Tensor
-        The scalar loss of the batch.
-    gradients : sequence of tf.Tensor or None
-        Gradients of ``loss`` with respect to ``variables`` (``None`` entries count as zero).
-    variables : sequence of tf.Variable
-        The trainable variables.
-    halted : bool or tf.Tensor
-        Skip this update whatever its loss: an earlier step of the epoch was skipped. With
-        ``steps_per_execution > 1`` Keras runs several steps before any callback can stop
-        training; this keeps the weights at the last finite step meanwhile.
-
-    Returns
-    -------
-    tf.Tensor
-        A float32 scalar: ``0.0`` when the update was applied, ``1.0`` when it was skipped
-        (:func:`step_is_finite` says which).
-
-    Examples
-    --------
-    >>> v = tf.Variable(1.0)
-    >>> opt = keras.optimizers.SGD(0.1)
-    >>> float(apply_if_finite(opt, tf.constant(float("nan")), [tf.constant(1.0)], [v]))
-    1.0
-    >>> float(v.numpy())
-    1.0
-    """
-    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-
-    def apply() -> tf.Tensor:
-        optimizer.apply_gradients(pairs)
-        return tf.constant(0.0)
-
-    return tf.cond(step_is_finite(loss, gradients, halted), apply, lambda: tf.constant(1.0))
-
-
-def build_optimizer(optimizer: Any, variables: Sequence[tf.Variable]) -> list[tf.Variable]:
-    """Create the state of a tf_keras optimizer for ``variables`` now, outside any compiled
-    function, and return all of the optimizer's variables.
-
-    The optimizers of ``tf_keras.optimizers`` have ``build``; the legacy ones
-    (``tf_keras.optimizers.legacy``, which Keras recommends on Apple silicon) create their
-    slots on first use instead, and have no ``build``.
-
-    Parameters
-    ----------
-    optimizer : keras.optimizers.Optimizer or keras.optimizers.legacy.Optimizer
-        The optimizer.
-    variables : sequence of tf.Variable
-        The variables it will update.
-
-    Returns
-    -------
-    list of tf.Variable
-        See :func:`optimizer_variables`.
-
-    Examples
-    --------
-    >>> v = tf.Variable([1.0, 2.0])
-    >>> [tuple(w.shape) for w in build_optimizer(keras.optimizers.legacy.Adam(), [v])][-2:]
-    [(2,), (2,)]
-    """
-    if hasattr(optimizer, "build"):
-        optimizer.build(variables)
-    else:
-        optimizer._create_all_weights(variables)
-    return optimizer_variables(optimizer)
-
-
-def resolve_optimizer(optimizer: Any) -> Any:
-    r"""The optimizer that ``compile(optimizer=...)`` should get: the string ``"adam"`` (any
-    case) becomes ``keras.optimizers.legacy.Adam(1e-3)``; anything else is returned unchanged.
-
-    Both of tf_keras's Adams take the same step,
-    :math:`\theta \leftarrow \theta - \alpha_t\, m_t / (\sqrt{v_t} + \epsilon)` with
-    :math:`\alpha_t = \eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`, but the legacy one
-    does it in one fused kernel per variable where the current one builds some forty graph
-    operations per variable: fewer operations to trace and optimise before the first step,
-    and fewer to run at every step.
-
-    Examples
-    --------
-    >>> type(resolve_optimizer("adam")).__module__.split(".")[-2:]
-    ['legacy', 'adam']
-    >>> resolve_optimizer("sgd")
-    'sgd'
-    """
-    if isinstance(optimizer, str) and optimizer.lower() == "adam":
-        return keras.optimizers.legacy.Adam(1e-3)
-    return optimizer
-
-
-def optimizer_variables(optimizer: Any) -> list[tf.Variable]:
-    """All variables of a tf_keras optimizer, new or legacy, in the order it created them
-    (the iteration count first, then e.g. Adam's two moment estimates per variable).
-
-    The new optimizers list them in the property ``variables``, the legacy ones in the method
-    ``variables()``.
-    """
-    variables = optimizer.variables
-    return list(variables() if callable(variables) else variables)
-
-
-def step_loop(
-    step: Callable[[Any], object],
-    logs: Callable[[], dict[str, tf.Tensor]],
-    steps_per_execution: tf.Variable,
-    counter: tf.Variable,
-    jit_compile: bool = False,
-    optimize_graph: bool = False,
-) -> Callable[[Any], dict[str, tf.Tensor]]:
-    """A compiled function that runs ``step`` on up to ``steps_per_execution`` batches.
-
-    Keras's ``fit`` and ``evaluate`` call the returned function with a data iterator once per
-    execution. It runs the steps in one ``tf.while_loop`` inside one ``tf.function``, so that
-    Python and Keras's callbacks are visited once per execution instead of once per batch
-    (for a small batch that visit can cost more than the step). Unlike Keras's own loop it
-    traces ``step`` once (Keras traces it twice when ``steps_per_execution > 1``) and without
-    AutoGraph, which the step does not need, so the first update comes sooner. A data set
-    that ends inside an execution
-    ends the loop there; an execution that finds no batch at all raises the iterator's
-    ``OutOfRangeError``, which tells Keras that the epoch is over.
-
-    Parameters
-    ----------
-    step : callable
-        One step on one batch (e.g. ``model.train_step``); its return value is ignored.
-    logs : callable
-        Returns the logs for the callbacks (the metrics' results) after the steps.
-    steps_per_execution : tf.Variable
-        The number of batches per call (Keras's ``model._steps_per_execution``, which ``fit``
-        lowers for the last execution of an epoch).
-    counter : tf.Variable
-        Incremented once per step (Keras's ``_train_counter`` or ``_test_counter``).
-    jit_compile : bool
-        Compile ``step`` with XLA.
-    optimize_graph : bool
-        Let TensorFlow's graph optimizer, Grappler, rewrite the function when it is first
-        called (see :func:`without_graph_optimizer`). Off by default: rewriting delays the
-        first step, and the rewritten step pays that back only over many steps.
-
-    Returns
-    -------
-    callable
-        ``function(iterator) -> logs``.
-    """
-    if jit_compile:
-        step = tf.function(step, jit_compile=True, reduce_retracing=True)
-
-    def run(iterator: Any) -> dict[str, tf.Tensor]:
-        limit = tf.cast(steps_per_execution, tf.int64)
-
-        def fetch(count: tf.Tensor) -> tf.experimental.Optional:  # none after `limit` steps
-            return tf.cond(count < limit, iterator.get_next_as_optional,
-                           lambda: tf.experimental.Optional.empty(iterator.element_spec))
-
-        def body(count: tf.Tensor, batch: tf.experimental.Optional
-                 ) -> tuple[tf.Tensor, tf.experimental.Optional]:
-            step(batch.get_value())
-            counter.assign_add(1)
-            return count + 1, fetch(count + 1)
-
-        start = tf.constant(0, tf.int64)
-        count, _ = tf.while_loop(lambda count, batch: batch.has_value(), body,
-                                 (start, fetch(start)))
-
-        def end_of_data() -> tf.Tensor:  # next() on an exhausted iterator raises OutOfRange
-            first = tf.nest.flatten(next(iterator))[0]
-            return count + tf.cast(tf.size(first), tf.int64)
-
-        tf.cond(count > 0, lambda: count, end_of_data)
-        return logs()
-
-    compiled = tf.function(run, autograph=False, reduce_retracing=True)
-    if optimize_graph:
-        return compiled
-
-    def run_unoptimized(iterator: Any) -> dict[str, tf.Tensor]:
-        with without_graph_optimizer():
-            return compiled(iterator)
-
-    return run_unoptimized
-
-
-@contextlib.contextmanager
-def without_graph_optimizer() -> Iterator[None]:
-    """Call compiled functions in this block, on this thread, without Grappler's rewrites.
-
-    TensorFlow optimises a ``tf.function``'s graph (constant folding, arithmetic
-    simplification, operation fusion...) when the function is first called, with the graph
-    options of the call. This block turns Grappler off for the calls made in it, the way
-    TensorFlow itself calls functions nested in a graph, and restores the previous options on
-    leaving, so that other functions are not affected. TensorFlow keeps one optimised copy of a
-    function per options: a function first called in this block should always be called in
-    one. There is no public API for the per-call options (``tf.config.optimizer`` changes
-    them for every thread and every function), hence ``tensorflow.python.eager.context``.
-
-    Examples
-    --------
-    >>> options = eager_context.context().function_call_options
-    >>> with without_graph_optimizer():
-    ...     config = tf.compat.v1.ConfigProto.FromString(
-    ...         eager_context.context().function_call_options.config_proto_serialized)
-    >>> config.graph_options.rewrite_options.disable_meta_optimizer
-    True
-    >>> eager_context.context().function_call_options is options
-    True
-    """
-    context = eager_context.context()
-    saved = context.function_call_options
-    config = tf.compat.v1.ConfigProto.FromString(saved.config_proto_serialized)
-    config.graph_options.rewrite_options.disable_meta_optimizer = True
-    context.function_call_options = eager_context.FunctionCallOptions(
-        executor_type=saved.executor_type, config_proto=config)
-    try:
-        yield
-    finally:
-        context.function_call_options = saved
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop training at the first batch whose update was skipped for a non-finite loss.
-
-    It reads the count of non-finite steps of the epoch after each call of the training
-    function: the model's ``skipped_steps`` metric (see :func:`apply_if_finite` and
-    :func:`step_is_finite`), or a ``"skipped_steps"`` entry of the batch logs for a model
-    without one; after ``fit`` returns, :meth:`raise_if_stopped` turns a stop into
-    :class:`NonFiniteLossError`.
+    name : str
+        Name of the Keras model.
+    terms : dict of str to float
+        The names of the per-example losses that :meth:`loss_terms` returns and their weights
+        :math:`w_k`.
+    ndim : int or None
+        Width of the data ``fit`` takes, or ``None`` for a trainer that reads no data.
+    average_weights : bool
+        Hand the moving average of the weights to the model after every epoch.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch = 0
-        self.stopped_epoch: int | None = None
+    failure = "the loss of a batch"
+    """What becomes non-finite, for the NaN guard's message."""
+    advice = "Standardise the data or lower the learning rate."
+    """What the user may do about a non-finite loss."""
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
+    def __init__(self, *, name: str, terms: dict[str, float] | None = None,
+                 ndim: int | None = None, average_weights: bool = False) -> None:
+        super().__init__(name=name)
+        self.term_weights = dict(terms or {"loss": 1.0})
+        self.term_means = [keras.metrics.Mean(name=key) for key in self.term_weights]
+        self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
+        self.ndim = ndim
+        self.average_weights = bool(average_weights)
+        self.weight_average: WeightAverage | None = None
+        # Under a strategy every replica returns the same logs (metric results are reduced
+        # across replicas); Keras would otherwise add them up.
+        self.distribute_reduction_method = "first"
 
-    def skipped(self, logs: dict | None) -> int:
-        """Non-finite steps in the epoch so far."""
-        metric = getattr(self.model, "skipped_steps", None)
-        if isinstance(metric, keras.metrics.Metric):
-            return int(metric.result())
-        return int((logs or {}).get("skipped_steps", 0))
+    def loss_terms(self, x: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        """The per-example losses of batch ``x``, each of shape ``(n_k,)``, keyed as
+        ``terms``."""
+        raise NotImplementedError
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.stopped_epoch is None and self.skipped(logs) > 0:
-            self.stopped_epoch = self.epoch + 1
-            self.model.stop_training = True
+    def state_variables(self) -> list[tf.Variable]:
+        """Every variable a training step changes, besides the optimizer's and the weight
+        average's (e.g. batch-norm statistics): what the NaN guard restores."""
+        raise NotImplementedError
 
-    def outcome(self, weights: str) -> str:
-        """What happened, as a clause ending in ``weights``, which says what the model
-        holds now."""
-        return f"that update was not applied and {weights}"
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The mean of each loss term and the count of non-finite steps (read by the NaN
+        guard, not logged); all reset at each epoch."""
+        return [*self.term_means, self.skipped_steps]
 
-    def raise_if_stopped(self, what: str, advice: str,
-                         weights: str = "the weights are those of the last finite step") -> None:
-        """Raise :class:`NonFiniteLossError` if training was stopped.
+    def _logs(self) -> dict[str, tf.Tensor]:
+        means = [metric.result() for metric in self.term_means]
+        total = tf.add_n([w * m for w, m in zip(self.term_weights.values(), means)])
+        if len(means) == 1:
+            return {"loss": total}
+        return {"loss": total, **{m.name: r for m, r in zip(self.term_means, means)}}
+
+    def compile(self, optimizer: Any = "adam", loss: Any = None,
+                steps_per_execution: int | str = 100, **kwargs: Any) -> None:
+        """Configure training; the loss is the trainer's own.
 
         Parameters
         ----------
-        what : str
-            What became non-finite, e.g. ``"the NLL of a batch"``.
-        advice : str
-            What the user may do about it, one or more full sentences.
-        weights : str
-            Which weights the model holds now, as :meth:`outcome` takes it.
+        optimizer : str or keras.optimizers.Optimizer
+            Any tf_keras optimizer (a Keras 3 one, from ``tf.keras``, is refused); the
+            default ``"adam"`` is ``keras.optimizers.Adam(1e-3)``.
+        loss : None
+            Must stay ``None``.
+        steps_per_execution : int or "auto"
+            Batches per call of the compiled training (and evaluation) function, as in Keras,
+            but 100 by default here (Keras: 1). Batch-level callbacks and the progress bar
+            then see every 100th batch (and the last of each epoch); epoch-level callbacks are
+            unchanged. Pass 1 for a callback after every batch.
+        **kwargs
+            Passed to ``keras.Model.compile`` (``jit_compile``, ``run_eagerly``...).
 
         Raises
         ------
-        NonFiniteLossError
-            If a step was skipped during the last ``fit``.
+        TypeError
+            If a ``loss`` is given, or the optimizer or a metric is a Keras 3 object.
         """
-        if self.stopped_epoch is not None:
-            raise NonFiniteLossError(
-                f"Training stopped in epoch {self.stopped_epoch}: {what} became NaN or "
-                f"infinite, so {self.outcome(weights)}. {advice} The history so far is in "
-                "model.history."
-            )
+        if loss is not None:
+            raise TypeError(f"{type(self).__name__} trains on its own loss; compile() takes "
+                            "no `loss` (and fit() takes no labels).")
+        check_tf_keras(optimizer, "optimizer")
+        for name in ("metrics", "weighted_metrics"):
+            for metric in kwargs.get(name) or []:
+                check_tf_keras(metric, name)
+        super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
+                        **kwargs)
 
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        """One optimiser step on the weighted loss of one batch; counts it in
+        ``skipped_steps`` if it is not finite (the NaN guard undoes it)."""
+        x = data[0] if isinstance(data, tuple) else data
+        variables = self.trainable_variables
+        # Under a strategy the optimizer sums the replicas' gradients: scale each by 1/R.
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(x, training=True)
+            values = [terms[key] for key in self.term_weights]
+            loss = tf.add_n([w * tf.reduce_mean(v)
+                             for w, v in zip(self.term_weights.values(), values)])
+            scaled = loss / replicas if replicas > 1 else loss
+        gradients = tape.gradient(scaled, variables)
+        finite = step_is_finite(loss, gradients, halted=self.skipped_steps.result() > 0)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        if self.weight_average is not None:
+            self.weight_average.update()
+        bad = 1.0 - tf.cast(finite, tf.float32)
+        if replicas > 1:  # one replica's NaN reaches every replica's weights: count the step
+            bad = tf.minimum(replica.all_reduce(tf.distribute.ReduceOp.SUM, bad), 1.0)
+            finite = tf.equal(bad, 0.0)
+            bad = bad / replicas  # the metric adds up the replicas' counts
+        self.skipped_steps.update_state(bad)
+        for metric, value in zip(self.term_means, values):
+            metric.update_state(tf.where(finite, value, tf.zeros_like(value)),
+                                sample_weight=tf.cast(finite, value.dtype))
+        return self._logs()
 
-class RollBackOnNonFinite(StopOnNonFinite):
-    """Stop training at the first non-finite step and undo it, with the steps since a copy.
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        x = data[0] if isinstance(data, tuple) else data
+        terms = self.loss_terms(x, training=False)
+        for metric, key in zip(self.term_means, self.term_weights):
+            metric.update_state(terms[key])
+        return self._logs()
 
-    The training steps apply every update, finite or not, and only count the non-finite ones
-    (:func:`step_is_finite`): no update waits for the finiteness test of the whole step, as
-    in :func:`apply_if_finite`, so the updates of the last layers overlap with the gradients
-    of the first. This callback makes up for it. Before the first compiled call of the
-    training function, and before any call that would take the steps since the last copy
-    beyond ``interval``, it keeps the values of ``state``; after a call that reports a
-    non-finite step, it writes them back, before any later callback sees the model, and stops
-    training. Undone are the non-finite step, the finite steps since the copy (at most
-    ``max(interval, steps_per_execution) - 1``, counted in ``undone``) and any after it in the
-    same call. It must come first in the callback list.
+    def make_train_function(self, force: bool = False) -> Callable:
+        """The function ``fit`` calls once per execution: ``steps_per_execution`` training
+        steps in one ``tf.while_loop`` (:func:`nfbook.step_loop.step_loop`), or Keras's own
+        function where that loop does not apply (eager runs, distribution strategies)."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not private_api.plain_graph_model(self):
+            return super().make_train_function(force)
+        self.train_function = step_loop(self.train_step, self._logs,
+                                        private_api.steps_per_execution(self),
+                                        private_api.step_counter(self, "train"),
+                                        jit_compile=bool(self.jit_compile))
+        return self.train_function
 
-    Parameters
-    ----------
-    state : callable
-        Returns every variable that training changes and that must be restored: the model's
-        weights and statistics, the optimizer's variables, any moving average. Called at the
-        start of each ``fit``.
-    interval : int
-        Steps between copies; each copy reads every variable once, so that it costs little
-        next to ``interval`` steps.
-    """
+    def make_test_function(self, force: bool = False) -> Callable:
+        """The function ``evaluate`` calls once per execution, as :meth:`make_train_function`."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        if not private_api.plain_graph_model(self):
+            return super().make_test_function(force)
+        self.test_function = step_loop(self.test_step, self._logs,
+                                       private_api.steps_per_execution(self),
+                                       private_api.step_counter(self, "test"),
+                                       jit_compile=bool(self.jit_compile))
+        return self.test_function
 
-    def __init__(self, state: Callable[[], Sequence[tf.Variable]], interval: int = 100) -> None:
-        super().__init__()
-        self.state = state
-        self.interval = interval
-        self.variables: list[tf.Variable] = []
-        self.copy: list[tf.Tensor] | None = None
-        self.steps_since_copy = 0
-        self.first_batch = 0
-        self.undone = 0
+    def _steps_per_call(self) -> int:
+        variable = private_api.steps_per_execution(self)
+        return 1 if variable is None else int(variable.numpy())
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.variables = list(self.state())
-        self.copy = None
+    def _check_input(self, x: Any, name: str, batch_size: int | None) -> Any:
+        return check_input(x, self.ndim, name, batch_size)
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        # Keras sets the size of the coming call (smaller for the last of an epoch).
-        size = getattr(self.model, "_steps_per_execution", None)
-        size = 1 if size is None else int(size.numpy())
-        if self.copy is None or self.steps_since_copy + size > self.interval:
-            # A read shares the variable's buffer; the next update in place copies it first.
-            self.copy = [tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
-                         for v in self.variables]
-            self.steps_since_copy = 0
-        self.first_batch = batch
+    def _rollback_state(self) -> list[tf.Variable]:
+        state = [*self.state_variables(), *optimizer_variables(self.optimizer)]
+        if self.weight_average is not None:
+            state += self.weight_average.averages
+        return state
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.stopped_epoch is not None:
-            return
-        steps = batch - self.first_batch + 1  # Keras numbers the last batch of the call
-        super().on_train_batch_end(batch, logs)
-        if self.stopped_epoch is None:
-            self.steps_since_copy += steps
-            return
-        # No earlier call of this epoch had a non-finite step, so the epoch's count of
-        # skipped steps runs from this call's first non-finite step to its end.
-        self.undone = self.steps_since_copy + steps - self.skipped(logs)
-        for variable, value in zip(self.variables, self.copy):
-            variable.assign(value)
+    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
+        """Train on data ``x``; same options as ``keras.Model.fit``.
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.copy = None  # free the memory
+        The data (``x`` and ``validation_data``) is checked: arrays, lists, tensors and
+        DataFrames first, for shape ``(n, ndim)``, real numbers, at least one row, no NaN or
+        infinity; a ``tf.data.Dataset`` when passed (element dtype and shape) and then batch
+        by batch (width, NaN or infinity: a ``ValueError`` names the batch and the epoch).
+        A data set of single points is batched by ``batch_size`` (Keras's 32 by default).
+        Callbacks are checked before any step (:func:`nfbook.keras_checks.check_callbacks`).
 
-    def outcome(self, weights: str) -> str:
-        """What happened, as a clause; ``weights`` names what the model holds, e.g. ``"the
-        weights"``."""
-        if self.undone == 0:
-            return f"that update was undone and the model holds {weights} from before it"
-        plural = "s" if self.undone > 1 else ""
-        return (f"that update was undone, with the {self.undone} finite update{plural} "
-                f"before it, and the model holds {weights} from before them")
+        Parameters
+        ----------
+        x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
+            Training data, shape ``(n, ndim)`` (a data set yields batches of points, or
+            single points).
+        y : None
+            Must stay ``None``: there are no labels.
+        **kwargs
+            Any option of ``keras.Model.fit`` (``epochs``, ``batch_size``,
+            ``validation_data``, ``callbacks``...).
 
+        Returns
+        -------
+        keras.callbacks.History
+            Per-epoch ``loss`` and, with validation data, ``val_loss``.
 
-def add_guard(kwargs: dict[str, Any],
-              state: Callable[[], Sequence[tf.Variable]] | None = None) -> StopOnNonFinite:
-    """Add a guard against non-finite steps to ``kwargs["callbacks"]`` and return it.
-
-    Without ``state``, a :class:`StopOnNonFinite` at the end of the list (for training steps
-    that use :func:`apply_if_finite`); with it, a :class:`RollBackOnNonFinite` at the front
-    (for training steps that apply every update and count non-finite ones with
-    :func:`step_is_finite`).
-    """
-    callbacks = list(kwargs.get("callbacks") or [])
-    if state is None:
-        guard = StopOnNonFinite()
-        kwargs["callbacks"] = [*callbacks, guard]
-    else:
-        guard = RollBackOnNonFinite(state)
+        Raises
+        ------
+        TypeError
+            If labels ``y`` are passed, the data is not numeric, or a callback or the data
+            is a Keras 3 object.
+        ValueError
+            On bad data, a whole-model ``ModelCheckpoint`` to a ``.keras`` or ``.h5`` file,
+            or if the model has no trainable variables.
+        RuntimeError
+            If the model is not compiled.
+        nfbook.NonFiniteLossError
+            If the loss or a gradient of a batch became NaN or infinite (see the class).
+        """
+        if y is not None:
+            raise TypeError(f"{type(self).__name__}.fit(x) takes no labels. Drop the `y` "
+                            "argument.")
+        if not self.trainable_variables:
+            raise ValueError(f"This {type(self).__name__} has no trainable variables, so fit() "
+                             "would train nothing. Build the flow from tf_keras layers "
+                             "(nfbook builders do).")
+        if self.optimizer is None:
+            raise RuntimeError("Call compile() before fit().")
+        x = self._check_input(x, "x", kwargs.get("batch_size"))
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            validation = kwargs["validation_data"] = check_validation(
+                validation, self.ndim,
+                kwargs.get("validation_batch_size") or kwargs.get("batch_size"))
+        callbacks = check_callbacks(kwargs.get("callbacks"))
+        with self.distribute_strategy.scope():
+            if self.average_weights and self.weight_average is None:
+                self.weight_average = WeightAverage(self.trainable_variables)
+            build_optimizer(self.optimizer, self.trainable_variables)
+        if self.weight_average is not None:  # before the user's, who see the averaged weights
+            callbacks.insert(0, AverageWeightsEachEpoch(self.weight_average))
+        guard = RollBackOnNonFinite(self._rollback_state, self._steps_per_call)
         kwargs["callbacks"] = [guard, *callbacks]
-    return guard
+        unknown = not size_known(x, kwargs.get("steps_per_epoch")) or (
+            validation is not None
+            and not size_known(validation, kwargs.get("validation_steps")))
+        first_epoch = kwargs.get("initial_epoch", 0) + 1
 
+        def epoch() -> int:  # the epoch being run, counted from 1
+            done = self.history.epoch if getattr(self, "history", None) else []
+            return done[-1] + 2 if done else first_epoch
 
-class WeightAverage(tf.Module):
-    r"""An exponential moving average of a model's trainable variables (Polyak averaging).
+        try:
+            with self._one_step_per_call_if(unknown), data_errors(epoch):
+                history = super().fit(x, **kwargs)
+        finally:  # Keras drops its cached validation data only if fit ends normally
+            private_api.drop_cached_validation(self)
+        guard.raise_if_stopped(
+            self.failure, self.advice,
+            "the weights" if self.weight_average is None
+            else "the moving average of the weights")
+        return history
 
-    After every optimiser step :meth:`update` sets
-    :math:`\bar\theta \leftarrow \beta \bar\theta + (1 - \beta)\theta`. With a constant
-    learning rate the iterates :math:`\theta` keep jittering around a minimum by an amount set
-    by the gradient noise; their average sits closer to it, so it scores better on held-out
-    data without any extra gradient computation. :class:`AverageWeightsEachEpoch` decides
-    which weights the model holds when.
+    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        """The mean loss on ``x`` (the mean NLL in nats, for a :class:`nfbook.FlowModel`).
 
-    Parameters
-    ----------
-    variables : sequence of tf.Variable
-        The trainable variables to average.
+        Parameters
+        ----------
+        x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
+            Data, shape ``(n, ndim)``, checked as in :meth:`fit`.
+        y : None
+            Ignored (no labels); kept for Keras's signature.
+        **kwargs
+            Any option of ``keras.Model.evaluate`` (``batch_size``, ``verbose``...).
 
-    Examples
-    --------
-    >>> v = tf.Variable([0.0, 0.0])
-    >>> average = WeightAverage([v])
-    >>> _ = average.momentum.assign(0.5)
-    >>> _ = v.assign([2.0, 4.0])
-    >>> average.update()
-    >>> average.swap_in()
-    >>> v.numpy().tolist()
-    [1.0, 2.0]
-    >>> average.swap_out()
-    >>> v.numpy().tolist()
-    [2.0, 4.0]
-    """
+        Returns
+        -------
+        float
+            The mean loss (a list with it, or a dict with ``return_dict=True``, as in Keras).
 
-    def __init__(self, variables: Sequence[tf.Variable]) -> None:
-        super().__init__(name="weight_average")
-        self.variables_ = list(variables)
-        self.averages = [tf.Variable(v, trainable=False) for v in self.variables_]
-        self.backups = [tf.Variable(v, trainable=False) for v in self.variables_]
-        self.momentum = tf.Variable(0.99, trainable=False, dtype=tf.float32)
-        self.swapped = False
+        Raises
+        ------
+        ValueError, TypeError
+            On bad data, as in :meth:`fit`.
+        """
+        x = self._check_input(x, "x", kwargs.get("batch_size"))
+        # inside fit (validation), fit reports a bad batch with its epoch
+        errors = (contextlib.nullcontext() if kwargs.get("_use_cached_eval_dataset")
+                  else data_errors())
+        with self._one_step_per_call_if(not size_known(x, kwargs.get("steps"))), errors:
+            return super().evaluate(x, y, **kwargs)
 
-    def reset(self) -> None:
-        """Restart the average at the current weights (the start of every ``fit``)."""
-        for average, variable in zip(self.averages, self.variables_):
-            average.assign(variable)
-        self.swapped = False
+    def predict(self, x: Any, **kwargs: Any) -> Any:
+        """The model's output (:math:`\\log p(x)` for a flow) for every row, in batches.
 
-    def update(self) -> None:
-        r"""One averaging step, :math:`\bar\theta \leftarrow \bar\theta - (1 - \beta)(\bar\theta
-        - \theta)` (the same update in fewer graph operations); called inside the compiled train
-        step."""
-        rate = 1.0 - self.momentum
-        for average, variable in zip(self.averages, self.variables_):
-            # one fused kernel: average -= rate * (average - variable)
-            tf.raw_ops.ResourceApplyGradientDescent(
-                var=average.handle, alpha=tf.cast(rate, variable.dtype), delta=average - variable)
+        Parameters
+        ----------
+        x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
+            Data, shape ``(n, ndim)``, checked as in :meth:`fit`.
+        **kwargs
+            Any option of ``keras.Model.predict`` (``batch_size``, ``verbose``...).
 
-    def swap_in(self) -> None:
-        """Give the model the averaged weights, keeping the raw ones aside (idempotent)."""
-        if not self.swapped:
-            for backup, average, variable in zip(self.backups, self.averages, self.variables_):
-                backup.assign(variable)
-                variable.assign(average)
-            self.swapped = True
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n,)``.
 
-    def swap_out(self) -> None:
-        """Give the model back its raw weights, to go on training from them (idempotent)."""
-        if self.swapped:
-            for backup, variable in zip(self.backups, self.variables_):
-                variable.assign(backup)
-            self.swapped = False
+        Raises
+        ------
+        ValueError, TypeError
+            On bad data, as in :meth:`fit`.
+        """
+        x = self._check_input(x, "x", kwargs.get("batch_size"))
+        with self._one_step_per_call_if(not size_known(x, kwargs.get("steps"))), data_errors():
+            return super().predict(x, **kwargs)
 
-
-class AverageWeightsEachEpoch(keras.callbacks.Callback):
-    """Hand the averaged weights to validation, the other callbacks and the caller.
-
-    Training steps use and update the raw weights. At the end of each epoch (before the
-    validation pass, if any) the model takes the averaged weights, so ``val_loss``,
-    ``EarlyStopping(restore_best_weights=True)``, ``ModelCheckpoint`` and the model returned
-    by ``fit`` all see them; the next epoch goes on from the raw weights. The momentum is
-    :math:`\\beta = 1 - 3/\\text{steps per epoch}` (at least 0.5, at most 0.999), so the average
-    spans about the last third of an epoch whatever the batch size. Must come first in the
-    callback list, so that it swaps before the others act on ``on_epoch_end``.
-
-    Parameters
-    ----------
-    average : WeightAverage
-        The model's average.
-    """
-
-    def __init__(self, average: WeightAverage) -> None:
-        super().__init__()
-        self.average = average
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.average.reset()
-        steps = self.params.get("steps") if self.params else None
-        momentum = 0.99 if not steps else min(max(1.0 - 3.0 / steps, 0.5), 0.999)
-        self.average.momentum.assign(momentum)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.average.swap_out()
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        self.average.swap_in()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.average.swap_in()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.average.swap_in()
-        self.average.swapped = False  # the averaged weights are now the model's own
+    @contextlib.contextmanager
+    def _one_step_per_call_if(self, condition: bool) -> Iterator[None]:
+        """Run one step per call while inside, if ``condition``: Keras refuses
+        ``steps_per_execution > 1`` on data whose number of batches it cannot tell."""
+        variable = private_api.steps_per_execution(self)
+        if not condition or variable is None or int(variable.numpy()) == 1:
+            yield
+            return
+        saved = int(variable.numpy())
+        variable.assign(1)
+        try:
+            yield
+        finally:
+            variable.assign(saved)

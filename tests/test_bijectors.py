@@ -7,8 +7,9 @@ from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.bijectors.invert import _Invert
 
 import nfbook
-from nfbook.bijectors import permutations_of, rebuild, spec_of
+from nfbook.bijectors import permutations_of, spec_of
 from nfbook.permutations import legacy_permutations
+from nfbook.saving import rebuild
 
 from invariants import (
     BUILDERS,

@@ -12,7 +12,7 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 import nfbook
-from nfbook import saving
+from nfbook import model_file
 from nfbook.bijectors import permutations_of
 from nfbook.permutations import legacy_permutations
 
@@ -44,7 +44,7 @@ def test_save_and_load_round_trip(builder, batch_norm, tmp_path):
     loaded = nfbook.load(path)
     x = nfbook.data.moons(300, seed=5)
     assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
-    for saved, restored in zip(saving._flow_weights(model), saving._flow_weights(loaded)):
+    for saved, restored in zip(model_file.flow_weights(model), model_file.flow_weights(loaded)):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy())
     if model.optimizer is not None:
         assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
@@ -131,12 +131,12 @@ def test_the_state_of_a_legacy_optimizer_is_saved_and_restored(tmp_path):
 def rewrite_optimizer_state(path, arrays_to_add):
     """Rewrite a saved file with extra optimizer arrays, as a file whose optimizer state no
     longer fits the optimizer that `load` rebuilds."""
-    record, arrays = saving._read(path)
+    record, arrays = model_file.read_model_file(path)
     count = record["optimizer_weights"]
     for i, array in enumerate(arrays_to_add):
         arrays[f"o{count + i}"] = array
     record["optimizer_weights"] = count + len(arrays_to_add)
-    saving._write(path, record, arrays)
+    model_file._write(path, record, arrays)
 
 
 def test_an_optimizer_state_that_does_not_fit_is_reported_and_the_weights_still_load(tmp_path):
@@ -173,7 +173,7 @@ def test_a_flow_with_a_restricted_support_saves_and_loads(tmp_path):
     model = nfbook.FlowModel(exp_flow(), ndim=2)
     path = tmp_path / "exp.nfbook"
     model.save(path)
-    record, _ = saving._read(path)
+    record, _ = model_file.read_model_file(path)
     assert np.all(np.asarray(record["probe_points"]) > 0)  # drawn inside the support
     assert np.all(np.isfinite(record["probe_log_prob"]))
     loaded = nfbook.load(path, bijector=exp_flow())
@@ -185,16 +185,16 @@ def test_probe_points_scored_nan_at_save_still_load_and_a_nan_elsewhere_is_refus
     model = nfbook.FlowModel(exp_flow(), ndim=2)
     path = tmp_path / "exp.nfbook"
     model.save(path)
-    record, arrays = saving._read(path)
+    record, arrays = model_file.read_model_file(path)
     points = np.asarray(record["probe_points"], np.float32)
     points[:3] = -1.0  # outside the support: NaN
     record["probe_points"] = points.tolist()
-    record["probe_log_prob"] = saving._score(model, points).tolist()
+    record["probe_log_prob"] = model_file.score(model, points).tolist()
     assert np.isnan(record["probe_log_prob"][:3]).all()
-    saving._write(path, record, arrays)
+    model_file._write(path, record, arrays)
     nfbook.load(path, bijector=exp_flow())
     record["probe_log_prob"][5] = float("nan")
-    saving._write(path, record, arrays)
+    model_file._write(path, record, arrays)
     with pytest.raises(ValueError, match="at 1 of 64 probe points"):
         nfbook.load(path, bijector=exp_flow())
 
@@ -254,9 +254,9 @@ def test_save_syncs_the_file_to_disk_before_moving_it_into_place(tmp_path, monke
 def test_a_file_from_a_newer_format_is_refused(tmp_path):
     path = tmp_path / "flow.nfbook"
     nfbook.FlowModel(nfbook.affine([0.5, -0.5], [2.0, 0.5]), ndim=2).save(path)
-    record, arrays = saving._read(path)
+    record, arrays = model_file.read_model_file(path)
     record["format_version"] = 99
-    saving._write(path, record, arrays)
+    model_file._write(path, record, arrays)
     with pytest.raises(ValueError, match="written by a newer nfbook .*version 99.*upgrade"):
         nfbook.load(path)
 
@@ -265,11 +265,11 @@ def test_a_file_of_format_version_1_still_loads(tmp_path):
     model = trained_model("maf", False)
     path = tmp_path / "flow.nfbook"
     model.save(path)
-    record, arrays = saving._read(path)
+    record, arrays = model_file.read_model_file(path)
     del record["probe_points"], record["base_weights"]  # as version 1 wrote it
     record["format_version"] = 1
-    record["probe_log_prob"] = model.log_prob(saving._gaussian_probe_points(2)).numpy().tolist()
-    saving._write(path, record, arrays)
+    record["probe_log_prob"] = model.log_prob(model_file.gaussian_probe_points(2)).numpy().tolist()
+    model_file._write(path, record, arrays)
     loaded = nfbook.load(path)
     x = nfbook.data.moons(100, seed=3)
     assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
@@ -306,7 +306,7 @@ def test_a_resaved_file_of_0_1_0_records_its_permutations(tmp_path):
     model.save(tmp_path / "again.nfbook")
     with zipfile.ZipFile(tmp_path / "again.nfbook") as archive:
         record = json.loads(archive.read("model.json"))
-    assert record["format_version"] == saving._FORMAT_VERSION == 3
+    assert record["format_version"] == model_file.FORMAT_VERSION == 3
     assert record["bijector"]["permutation_scheme"] == 2
     assert record["bijector"]["kwargs"]["permutation"] == permutations_of(model.bijector)
     x = np.asarray(V010["v010_realnvp4"]["points"], dtype=np.float32)

@@ -5,8 +5,9 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 import nfbook
-from nfbook import saving
-from nfbook.bijectors import rebuild, spec_of
+from nfbook import model_file
+from nfbook.bijectors import spec_of
+from nfbook.saving import rebuild
 from nfbook.spline_density import spline_layer_inverse
 from nfbook.spline_networks import MIN_BIN_SIZE, MIN_SLOPE, CouplingSpline, spline_parameters
 
@@ -176,7 +177,7 @@ def test_save_and_load_round_trip(autoregressive, batch_norm, tmp_path):
     assert spec_of(loaded.bijector) == spec_of(model.bijector)
     x = nfbook.data.moons(300, seed=5)
     assert np.max(np.abs(loaded.log_prob(x) - model.log_prob(x))) < 1e-6
-    for saved, restored in zip(saving._flow_weights(model), saving._flow_weights(loaded)):
+    for saved, restored in zip(model_file.flow_weights(model), model_file.flow_weights(loaded)):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy())
     loaded.fit(x, epochs=1, verbose=0)  # training resumes
 

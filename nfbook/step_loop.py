@@ -1,0 +1,77 @@
+"""The compiled function that runs many training (or evaluation) steps per call."""
+
+from __future__ import annotations
+
+__all__ = ["step_loop"]
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+
+def step_loop(
+    step: Callable[[Any], object],
+    logs: Callable[[], dict[str, tf.Tensor]],
+    steps_per_execution: tf.Variable,
+    counter: tf.Variable,
+    jit_compile: bool = False,
+) -> Callable[[Any], dict[str, tf.Tensor]]:
+    """A compiled function that runs ``step`` on up to ``steps_per_execution`` batches.
+
+    Keras's ``fit`` and ``evaluate`` call the returned function with a data iterator once per
+    execution. It runs the steps in one ``tf.while_loop`` inside one ``tf.function``, so that
+    Python and Keras's callbacks are visited once per execution instead of once per batch
+    (for a small batch that visit can cost more than the step). Unlike Keras's own loop it
+    traces ``step`` once (Keras traces it twice when ``steps_per_execution > 1``) and without
+    AutoGraph, which the step does not need, so the first update comes sooner. A data set
+    that ends inside an execution ends the loop there; an execution that finds no batch at
+    all raises the iterator's ``OutOfRangeError``, which tells Keras that the epoch is over.
+
+    Parameters
+    ----------
+    step : callable
+        One step on one batch (e.g. ``model.train_step``); its return value is ignored.
+    logs : callable
+        Returns the logs for the callbacks (the metrics' results) after the steps.
+    steps_per_execution : tf.Variable
+        The number of batches per call (Keras's ``model._steps_per_execution``, which ``fit``
+        lowers for the last execution of an epoch).
+    counter : tf.Variable
+        Incremented once per step (Keras's ``_train_counter`` or ``_test_counter``).
+    jit_compile : bool
+        Compile ``step`` with XLA.
+
+    Returns
+    -------
+    callable
+        ``function(iterator) -> logs``.
+    """
+    if jit_compile:
+        step = tf.function(step, jit_compile=True, reduce_retracing=True)
+
+    def run(iterator: Any) -> dict[str, tf.Tensor]:
+        limit = tf.cast(steps_per_execution, tf.int64)
+
+        def fetch(count: tf.Tensor) -> tf.experimental.Optional:  # none after `limit` steps
+            return tf.cond(count < limit, iterator.get_next_as_optional,
+                           lambda: tf.experimental.Optional.empty(iterator.element_spec))
+
+        def body(count: tf.Tensor, batch: tf.experimental.Optional
+                 ) -> tuple[tf.Tensor, tf.experimental.Optional]:
+            step(batch.get_value())
+            counter.assign_add(1)
+            return count + 1, fetch(count + 1)
+
+        start = tf.constant(0, tf.int64)
+        count, _ = tf.while_loop(lambda count, batch: batch.has_value(), body,
+                                 (start, fetch(start)))
+
+        def end_of_data() -> tf.Tensor:  # next() on an exhausted iterator raises OutOfRange
+            first = tf.nest.flatten(next(iterator))[0]
+            return count + tf.cast(tf.size(first), tf.int64)
+
+        tf.cond(count > 0, lambda: count, end_of_data)
+        return logs()
+
+    return tf.function(run, autograph=False, reduce_retracing=True)

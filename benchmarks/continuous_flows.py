@@ -81,7 +81,7 @@ def train_flow_matching(coupling: str) -> tuple[Callable, Callable, int, float]:
     epochs, batch_size = (400 if coupling == "independent" else 300), 512
     steps = _steps(epochs, batch_size)
     model.compile(optimizer=keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(1e-2, steps)), steps_per_execution=20)
+        keras.optimizers.schedules.CosineDecay(1e-2, steps)))
     start = time.perf_counter()
     model.fit(X_TRAIN, epochs=epochs, batch_size=batch_size, verbose=0)
     seconds = time.perf_counter() - start

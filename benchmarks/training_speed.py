@@ -146,12 +146,12 @@ def main() -> None:
               ("tfp", "keras-100", "adam", "grappler", "both"),
               ("tfp", "nfbook-100", "adam", "grappler", "both"),
               ("one-pass", "keras-1", "adam", "grappler", "both"),
-              ("one-pass", "nfbook-100", "adam", "grappler", "both"),
               ("one-pass", "nfbook-100", "fused", "grappler", "both"),
               ("one-pass", "nfbook-100", "adam", "plain", "both"),
               ("one-pass-tfp-parts", "nfbook-100", "adam", "grappler", "both")]
+    # FlowModel's defaults, then the same with its features switched off
     combos += [("one-pass", "nfbook-100", "adam", "grappler", features)
-               for features in ("no-average", "no-guard", "neither")]
+               for features in ("both", "no-average", "no-guard", "neither")]
     runs: dict[tuple[int, str, str, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row
         for batch in args.batch_sizes:

@@ -183,6 +183,7 @@ def maf(
     >>> flow = maf(2, hidden_units=(16,), num_layers=2)
     >>> [b.name for b in flow.bijectors]
     ['maf_1', 'permute_1', 'maf_0']
+    >>> import numpy as np, tensorflow as tf
     >>> z = tf.random.normal([4, 2])
     >>> bool(np.allclose(flow.inverse(tf.identity(flow.forward(z))), z, atol=1e-5))
     True
@@ -235,6 +236,7 @@ def iaf(
 
     Examples
     --------
+    >>> import tensorflow as tf
     >>> flow = iaf(3, hidden_units=(16,), num_layers=2)
     >>> flow.forward(tf.zeros([4, 3])).shape
     TensorShape([4, 3])

@@ -190,6 +190,7 @@ class FlowMatching(Trainer):
         self._solver = tfp.math.ode.DormandPrince(atol=atol, rtol=rtol,
                                                   first_step_size=first_step_size)
         self.field(0.0, tf.zeros([1, self.ndim]))
+        self.start_weight_average()
         spec = tf.TensorSpec([None, self.ndim], tf.float32)
         # graph versions: an eager adaptive ODE solve runs its step loop in Python (slow)
         self._graph_log_prob = tf.function(self._distribution.log_prob, input_signature=[spec])

@@ -134,6 +134,7 @@ class FlowModel(FlowWeights, Trainer):
             self(tf.zeros([1, self.ndim]))
         except (ValueError, tf.errors.InvalidArgumentError) as error:
             raise ValueError(f"The bijector does not fit ndim={self.ndim}: {error}") from error
+        self.start_weight_average()
 
     @property
     def bijector(self) -> tfb.Bijector:

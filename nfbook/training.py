@@ -70,7 +70,8 @@ class Trainer(keras.Model):
     ndim : int or None
         Width of the data ``fit`` takes, or ``None`` for a trainer that reads no data.
     average_weights : bool
-        Hand the moving average of the weights to the model after every epoch.
+        Hand the moving average of the weights to the model after every epoch (created by
+        :meth:`start_weight_average`).
     """
 
     failure = "the loss of a batch"
@@ -90,6 +91,13 @@ class Trainer(keras.Model):
         # Under a strategy every replica returns the same logs (metric results are reduced
         # across replicas); Keras would otherwise add them up.
         self.distribute_reduction_method = "first"
+
+    def start_weight_average(self) -> None:
+        """Create the moving average of the trainable variables if ``average_weights``: the
+        last line of a subclass's ``__init__``, once its variables exist (so that the model's
+        weights are the same before and after ``fit``)."""
+        if self.average_weights:
+            self.weight_average = WeightAverage(self.trainable_variables)
 
     def loss_terms(self, x: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
         """The per-example losses of batch ``x``, each of shape ``(n_k,)``, keyed as
@@ -281,8 +289,6 @@ class Trainer(keras.Model):
                 kwargs.get("validation_batch_size") or kwargs.get("batch_size"))
         callbacks = check_callbacks(kwargs.get("callbacks"))
         with self.distribute_strategy.scope():
-            if self.average_weights and self.weight_average is None:
-                self.weight_average = WeightAverage(self.trainable_variables)
             build_optimizer(self.optimizer, self.trainable_variables)
         if self.weight_average is not None:  # before the user's, who see the averaged weights
             callbacks.insert(0, AverageWeightsEachEpoch(self.weight_average))

@@ -18,9 +18,10 @@ the later epochs, for every combination of
 - the optimizer: ``keras.optimizers.Adam`` (``FlowModel.compile``'s default, about forty graph
   operations per variable) or ``keras.optimizers.legacy.Adam``, the same update in one fused
   kernel per variable;
-- TensorFlow's graph optimizer, Grappler, on (TensorFlow's default) or off for the whole
-  process (``tf.config.optimizer.set_experimental_options({"disable_meta_optimizer":
-  True})``);
+- TensorFlow's graph optimizer, Grappler, on (TensorFlow's default, and Keras's loops') or
+  off (nfbook's loop, which calls its compiled function through
+  :func:`nfbook.private_api.without_graph_optimizer`; "on" for it replaces that block by an
+  empty one);
 - and, for FlowModel's defaults only, the price of two of its features: the weight averaging
   switched off (``FlowModel(..., average_weights=False)``), the NaN guard switched off (no
   copy of the model's state kept every 100 steps, so a non-finite step would stop training
@@ -60,6 +61,8 @@ FEATURES = {"both": "both on", "no-average": "averaging off", "no-guard": "guard
 def measure(density: str, loop: str, optimizer: str, graph: str, features: str,
             batch_size: int, epochs: int) -> dict[str, float]:
     """Train once in this process; return the first epoch's and the later epochs' seconds."""
+    import contextlib
+
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
@@ -83,7 +86,9 @@ def measure(density: str, loop: str, optimizer: str, graph: str, features: str,
     if loop.startswith("keras"):
         Model.make_train_function = keras.Model.make_train_function
 
-    if graph == "plain":
+    if graph == "grappler" and loop.startswith("nfbook"):
+        nfbook.private_api.without_graph_optimizer = contextlib.nullcontext
+    elif graph == "plain" and loop.startswith("keras"):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
     if features in ("no-guard", "neither"):
@@ -146,11 +151,11 @@ def main() -> None:
               ("tfp", "keras-100", "adam", "grappler", "both"),
               ("tfp", "nfbook-100", "adam", "grappler", "both"),
               ("one-pass", "keras-1", "adam", "grappler", "both"),
-              ("one-pass", "nfbook-100", "fused", "grappler", "both"),
-              ("one-pass", "nfbook-100", "adam", "plain", "both"),
-              ("one-pass-tfp-parts", "nfbook-100", "adam", "grappler", "both")]
+              ("one-pass", "nfbook-100", "adam", "grappler", "both"),
+              ("one-pass", "nfbook-100", "fused", "plain", "both"),
+              ("one-pass-tfp-parts", "nfbook-100", "adam", "plain", "both")]
     # FlowModel's defaults, then the same with its features switched off
-    combos += [("one-pass", "nfbook-100", "adam", "grappler", features)
+    combos += [("one-pass", "nfbook-100", "adam", "plain", features)
                for features in ("both", "no-average", "no-guard", "neither")]
     runs: dict[tuple[int, str, str, str, str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):  # round-robin, so that drift in the machine hits every row

@@ -39,7 +39,7 @@ class FlowWeights:
         variable of the bijector, a ``tf.Module``, as trainable, even those of a layer set
         ``trainable = False``: here a frozen layer stays frozen.
         """
-        self._assert_weights_created()
+        private_api.assert_weights_created(self)
         if not self.trainable:
             return []
         # the distributions hold the bijector; the weight average (set last in __init__)
@@ -47,7 +47,7 @@ class FlowWeights:
         skipped = (self._distribution, self._training_distribution,
                    getattr(self, "weight_average", None))
         variables = []
-        for tracked in self._self_tracked_trackables:
+        for tracked in private_api.tracked_children(self):
             if any(tracked is other for other in skipped):
                 continue
             if tracked is self._bijector:
@@ -55,7 +55,8 @@ class FlowWeights:
                 variables += self._distribution.distribution.trainable_variables  # the base's
             else:
                 variables += tracked.trainable_variables
-        return self._dedup_weights(variables + self._trainable_weights)
+        return private_api.deduplicated(
+            self, variables + private_api.own_trainable_weights(self))
 
     def _bijector_trainable_variables(self) -> list[tf.Variable]:
         """The bijector's trainable variables, less those of layers set ``trainable = False``
@@ -75,11 +76,11 @@ class FlowWeights:
         statistics and the weights of frozen layers. The copies kept by the weight average
         and the metrics' counters are not weights of the model (``summary()`` counts
         :meth:`count_params` values)."""
-        self._assert_weights_created()
+        private_api.assert_weights_created(self)
         trainable = {id(v) for v in self.trainable_weights}
         variables = [*(v for layer in self.flow_layers for v in layer.weights),
                      *self.flow_variables, *self._distribution.distribution.variables]
-        return self._dedup_weights([v for v in variables if id(v) not in trainable])
+        return private_api.deduplicated(self, [v for v in variables if id(v) not in trainable])
 
     def count_params(self) -> int:
         """Number of values in the model's weights, trainable or not (the flow's and the

@@ -18,7 +18,7 @@ _SPEC_ATTRIBUTE = "_nfbook_spec"
 
 def attach_spec(bijector: tfb.Bijector, builder: str, **kwargs: Any) -> tfb.Bijector:
     """Record how ``bijector`` was built (builder name and JSON-able arguments), so that a
-    saved model can be rebuilt exactly by :func:`nfbook.bijectors.rebuild`."""
+    saved model can be rebuilt exactly by :func:`nfbook.saving.rebuild`."""
     setattr(bijector, _SPEC_ATTRIBUTE, json.dumps({"builder": builder, "kwargs": kwargs}))
     return bijector
 
@@ -63,7 +63,7 @@ def permutations_of(chain: tfb.Bijector) -> list[list[int]]:
 def attach_flow_spec(chain: tfb.Bijector, builder: str, **kwargs: Any) -> tfb.Bijector:
     """:func:`attach_spec` for a stack of layers: records, as ``permutation``, the resolved
     permutations between its layers (whatever the builder was given) and the permutation
-    scheme, so that :func:`nfbook.bijectors.rebuild` makes the same flow under any later
+    scheme, so that :func:`nfbook.saving.rebuild` makes the same flow under any later
     default scheme."""
     kwargs["permutation"] = permutations_of(chain)
     attach_spec(chain, builder, **kwargs)

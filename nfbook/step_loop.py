@@ -9,6 +9,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from nfbook import private_api
+
 
 def step_loop(
     step: Callable[[Any], object],
@@ -27,6 +29,11 @@ def step_loop(
     AutoGraph, which the step does not need, so the first update comes sooner. A data set
     that ends inside an execution ends the loop there; an execution that finds no batch at
     all raises the iterator's ``OutOfRangeError``, which tells Keras that the epoch is over.
+
+    The function runs without TensorFlow's graph optimizer, Grappler
+    (:func:`nfbook.private_api.without_graph_optimizer`): its rewriting of a step of many small
+    operations takes part of the first epoch and does not make later steps faster. The rows
+    "Grappler off" and "on" of ``benchmarks/results/training_speed.md`` give the gain.
 
     Parameters
     ----------
@@ -74,4 +81,10 @@ def step_loop(
         tf.cond(count > 0, lambda: count, end_of_data)
         return logs()
 
-    return tf.function(run, autograph=False, reduce_retracing=True)
+    compiled = tf.function(run, autograph=False, reduce_retracing=True)
+
+    def run_without_grappler(iterator: Any) -> dict[str, tf.Tensor]:
+        with private_api.without_graph_optimizer():
+            return compiled(iterator)
+
+    return run_without_grappler

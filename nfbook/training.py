@@ -145,11 +145,19 @@ class Trainer(keras.Model):
         ------
         TypeError
             If a ``loss`` is given, or the optimizer or a metric is a Keras 3 object.
+        ValueError
+            If ``jit_compile=True`` under a strategy whose replicas are CPU devices.
         """
         if loss is not None:
             raise TypeError(f"{type(self).__name__} trains on its own loss; compile() takes "
                             "no `loss` (and fit() takes no labels).")
         check_tf_keras(optimizer, "optimizer")
+        strategy = self.distribute_strategy
+        if kwargs.get("jit_compile") and strategy.num_replicas_in_sync > 1 and any(
+                "CPU" in device.upper() for device in strategy.extended.worker_devices):
+            raise ValueError("jit_compile=True does not work with replicas on CPU devices: XLA "
+                             "cannot read a variable placed on another CPU device. Compile "
+                             "without jit_compile, or train on GPUs.")
         for name in ("metrics", "weighted_metrics"):
             for metric in kwargs.get(name) or []:
                 check_tf_keras(metric, name)

@@ -119,8 +119,19 @@ def reload_difference() -> float:
     return float(np.max(np.abs(loaded.log_prob(DATA) - model.log_prob(DATA))))
 
 
+def refuses_xla() -> str:
+    with STRATEGY.scope():
+        model = flow_model()
+        try:
+            model.compile(jit_compile=True)
+        except ValueError as error:
+            return str(error)
+    return ""
+
+
 def main() -> None:
-    report = {"replicas": STRATEGY.num_replicas_in_sync, "reload": reload_difference()}
+    report = {"replicas": STRATEGY.num_replicas_in_sync, "reload": reload_difference(),
+              "xla": refuses_xla()}
     for kind in ("maximum_likelihood", "reverse_kl", "flow_matching"):
         report[kind] = {"two": train(kind, STRATEGY), "one": train(kind, None),
                         "guard": guard(kind)}

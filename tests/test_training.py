@@ -150,6 +150,7 @@ def test_three_trainers_train_alike_on_two_devices_and_keep_the_nan_guard():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
     assert report["reload"] < 1e-5  # save and load of a model trained on two devices
+    assert "jit_compile=True does not work with replicas on CPU devices" in report["xla"]
     for kind in TRAINERS:
         two, one, guard = report[kind]["two"], report[kind]["one"], report[kind]["guard"]
         assert two[-1] < two[0], (kind, two)  # the loss falls
@@ -161,3 +162,29 @@ def test_three_trainers_train_alike_on_two_devices_and_keep_the_nan_guard():
                   "flow_matching": "with the 1 finite update before it"}[kind]
         assert undone in guard["raised"] and guard["restored"], (kind, guard)
         assert guard["iterations"] == 0, (kind, guard)
+
+
+def test_the_step_loop_calls_its_function_without_grappler(monkeypatch):
+    entered = []
+    real = nfbook.private_api.without_graph_optimizer
+
+    def recording():
+        entered.append(1)
+        return real()
+
+    monkeypatch.setattr(nfbook.private_api, "without_graph_optimizer", recording)
+    model = build("maximum_likelihood")
+    model.fit(DATA, batch_size=64, epochs=2, verbose=0)
+    model.evaluate(DATA, batch_size=64, verbose=0)
+    assert len(entered) == 3  # two epochs of 8 batches, one call each, then one evaluation
+
+
+def test_the_grappler_block_restores_the_options_after_an_error():
+    from tensorflow.python.eager import context
+
+    before = context.context().function_call_options
+    with pytest.raises(RuntimeError, match="inside"):
+        with nfbook.private_api.without_graph_optimizer():
+            assert context.context().function_call_options is not before
+            raise RuntimeError("an error inside the block")
+    assert context.context().function_call_options is before

@@ -26,8 +26,13 @@ tfb = tfp.bijectors
 tfd = tfp.distributions
 
 
-@pytest.mark.parametrize("use_tf_function", [False, True], ids=["eager", "tf_function"])
-@pytest.mark.parametrize("ndim", NDIMS)
+# Eager at every size; traced (tf.function) at the smallest and the largest, where graph
+# mode adds nothing that depends on the size in between (two of these cases each took 1 s).
+MODES = [(ndim, False) for ndim in NDIMS] + [(NDIMS[0], True), (NDIMS[-1], True)]
+
+
+@pytest.mark.parametrize(("ndim", "use_tf_function"), MODES,
+                         ids=[f"{n}-{'tf_function' if f else 'eager'}" for n, f in MODES])
 @pytest.mark.parametrize("builder", BUILDERS)
 def test_invariants(builder, ndim, use_tf_function):
     flow = make_flow(builder, ndim)
@@ -324,7 +329,8 @@ def test_maf_on_one_dimension_is_a_learnable_affine_map():
     assert_bijective_and_finite(flow, 1)
 
 
-@pytest.mark.parametrize(("builder", "epochs"), [("realnvp", 16), ("nice", 80)])
+# NICE at 50 epochs: NLL 0.18 to 0.32 below the threshold over seeds 0 to 2 (80: 0.21 to 0.37)
+@pytest.mark.parametrize(("builder", "epochs"), [("realnvp", 16), ("nice", 50)])
 def test_coupling_flows_leave_the_gaussian_on_symmetric_data(builder, epochs):
     # On make_circles each coordinate's conditional given the other is symmetric, so the
     # gradient of a coupling layer's shift vanishes at the identity: RealNVP leaves it through

@@ -8,7 +8,7 @@ import tensorflow_probability as tfp
 import nfbook
 from nfbook import density
 
-from invariants import BUILDERS, NDIMS, fresh, make_flow
+from invariants import BUILDERS, fresh, make_flow
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -18,7 +18,8 @@ FLOWS = [(builder, batch_norm) for builder in BUILDERS for batch_norm in (False,
          if builder != "affine" or not batch_norm]  # affine() has no batch norm
 
 
-@pytest.mark.parametrize("ndim", NDIMS)
+# invariants.NDIMS but 5: D = 3 is an odd size already, and the IAF cases at 5 took 2.3 s
+@pytest.mark.parametrize("ndim", [2, 3, 8])
 @pytest.mark.parametrize(("builder", "batch_norm"), FLOWS)
 def test_one_pass_log_prob_equals_tfp(builder, batch_norm, ndim):
     flow = make_flow(builder, ndim, batch_norm=batch_norm)

@@ -73,27 +73,8 @@ def score(model: Any, points: np.ndarray) -> np.ndarray:
 
 
 def write_model(model: Any, path: str | os.PathLike, overwrite: bool = True) -> None:
-    """Write ``model`` to the single file ``path``.
-
-    The file is a zip archive holding ``model.json`` (the builder's name and arguments,
-    the permutations between layers included, whether the base is the default one, the
-    shapes of the variables, the optimizer's configuration, and 64 probe points drawn from
-    the model with a fixed seed, with their log-densities) and ``weights.npz`` (every flow
-    variable, batch-norm running statistics included, the base distribution's variables,
-    and the optimizer's state). A custom base is not itself saved, only its variables (a
-    trained ``loc``, say): pass a base built the same way to :func:`load`. The file is
-    written to a temporary file, flushed to disk and moved into place, so an interrupted
-    save never destroys an earlier file; it gets the permissions a plain write would give
-    (those of the file it replaces, if any).
-
-    Parameters
-    ----------
-    model : nfbook.FlowModel
-        The model to save.
-    path : str or os.PathLike
-        Destination file (``.nfbook`` suggested).
-    overwrite : bool
-        Replace an existing file; if ``False`` an existing file raises ``FileExistsError``.
+    """Write ``model`` to the single file ``path`` in nfbook's format, as
+    :func:`nfbook.saving.save` describes it (that function checks ``model`` first).
 
     Raises
     ------

@@ -232,9 +232,12 @@ def gaussian_nll(x):
 
 @pytest.mark.parametrize("autoregressive", FORMS, ids=FORM_IDS)
 def test_training_on_the_moons_beats_the_gaussian_by_far(autoregressive):
+    # Two spline layers, each coordinate transformed once: 0.44 to 0.56 nats below the
+    # threshold over seeds 0 to 2 in both forms (four layers: 0.61 to 0.68, twice the
+    # tracing time, which is most of this test's time).
     nfbook.set_seed(0)
     train, test = nfbook.data.moons(2048, seed=0), nfbook.data.moons(2048, seed=1)
-    model = nfbook.FlowModel(nfbook.nsf(2, hidden_units=(32, 32), num_layers=4,
+    model = nfbook.FlowModel(nfbook.nsf(2, hidden_units=(32, 32), num_layers=2,
                                         autoregressive=autoregressive), ndim=2)
     model.compile(optimizer=keras.optimizers.Adam(5e-3))
     model.fit(train, epochs=15, batch_size=128, verbose=0)

@@ -25,7 +25,7 @@ import tensorflow_probability as tfp
 
 from nfbook.checks import check_permutation
 from nfbook.coupling import nice, realnvp
-from nfbook.networks import AutoregressiveAffine
+from nfbook.networks import AutoregressiveAffine, check_context_dim
 from nfbook.permutations import PermutationSpec
 from nfbook.specs import attach_flow_spec, attach_spec, permutations_of, spec_of
 from nfbook.stacking import batch_norm_mode, check_flow_args, stack
@@ -108,9 +108,10 @@ def permute(permutation: Sequence[int], name: str = "permute") -> tfb.Permute:
 
 
 def _maf_layer(ndim: int, hidden_units: tuple[int, ...], activation: str,
-               log_scale_bound: float, index: int) -> tfb.MaskedAutoregressiveFlow:
+               log_scale_bound: float, context_dim: int | None, index: int
+               ) -> tfb.MaskedAutoregressiveFlow:
     network = AutoregressiveAffine(ndim, hidden_units, activation, log_scale_bound,
-                                   name=f"made_{index}")
+                                   context_dim=context_dim, name=f"made_{index}")
     return tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=network, name=f"maf_{index}")
 
 
@@ -124,6 +125,7 @@ def maf(
     log_scale_bound: float = 3.0,
     permutation: PermutationSpec = None,
     seed: int = 0,
+    context_dim: int | None = None,
 ) -> tfb.Chain:
     r"""Masked autoregressive flow: affine MAF layers on MADE networks, permuted in between.
 
@@ -161,6 +163,11 @@ def maf(
         ``num_layers - 1`` permutations: one per gap, base side first.
     seed : int
         Seed of ``permutation="random"``.
+    context_dim : int, optional
+        Width :math:`k` of a context :math:`c`: every MADE also takes :math:`c`
+        (:math:`\mu_i(x_{<i}, c)`, :math:`s_i(x_{<i}, c)`), which makes the flow a
+        conditional density :math:`p(x \mid c)` for :class:`nfbook.FlowModel` (see
+        :mod:`nfbook.conditional`). ``None``: unconditional.
 
     Returns
     -------
@@ -170,7 +177,8 @@ def maf(
     Raises
     ------
     ValueError, TypeError
-        On a bad ``ndim``, ``num_layers``, ``hidden_units`` or ``permutation``.
+        On a bad ``ndim``, ``num_layers``, ``hidden_units``, ``permutation`` or
+        ``context_dim``.
 
     References
     ----------
@@ -190,15 +198,16 @@ def maf(
     """
     ndim, num_layers, hidden_units, log_scale_bound, seed = check_flow_args(
         ndim, num_layers, hidden_units, log_scale_bound, seed)
+    context_dim = check_context_dim(context_dim)
     chain = stack(
         ndim, num_layers,
-        lambda i: _maf_layer(ndim, hidden_units, activation, log_scale_bound, i),
+        lambda i: _maf_layer(ndim, hidden_units, activation, log_scale_bound, context_dim, i),
         batch_norm, permutation, seed, name="maf",
     )
     return attach_flow_spec(
         chain, "maf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
-        seed=seed,
+        seed=seed, context_dim=context_dim,
     )
 
 
@@ -212,6 +221,7 @@ def iaf(
     log_scale_bound: float = 3.0,
     permutation: PermutationSpec = None,
     seed: int = 0,
+    context_dim: int | None = None,
 ) -> tfb.Chain:
     r"""Inverse autoregressive flow: each layer is ``tfb.Invert`` of a MAF layer.
 
@@ -224,6 +234,8 @@ def iaf(
     ----------
     ndim, hidden_units, num_layers, activation, batch_norm, log_scale_bound, permutation, seed
         As in :func:`maf`.
+    context_dim : int, optional
+        As in :func:`maf`: every MADE also takes the context.
 
     Returns
     -------
@@ -243,14 +255,15 @@ def iaf(
     """
     ndim, num_layers, hidden_units, log_scale_bound, seed = check_flow_args(
         ndim, num_layers, hidden_units, log_scale_bound, seed)
+    context_dim = check_context_dim(context_dim)
 
     def make_layer(i: int) -> tfb.Bijector:
-        return tfb.Invert(_maf_layer(ndim, hidden_units, activation, log_scale_bound, i),
-                          name=f"iaf_{i}")
+        return tfb.Invert(_maf_layer(ndim, hidden_units, activation, log_scale_bound,
+                                     context_dim, i), name=f"iaf_{i}")
 
     chain = stack(ndim, num_layers, make_layer, batch_norm, permutation, seed, name="iaf")
     return attach_flow_spec(
         chain, "iaf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
-        seed=seed,
+        seed=seed, context_dim=context_dim,
     )

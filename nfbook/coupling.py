@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from nfbook.networks import CouplingAffine
+from nfbook.networks import CouplingAffine, check_context_dim
 from nfbook.permutations import PermutationSpec
 from nfbook.specs import attach_flow_spec
 from nfbook.stacking import check_flow_args, stack
@@ -27,9 +27,11 @@ def _coupling(
     log_scale_bound: float,
     permutation: PermutationSpec,
     seed: int,
+    context_dim: int | None,
 ) -> tfb.Chain:
     ndim, num_layers, hidden_units, log_scale_bound, seed = check_flow_args(
         ndim, num_layers, hidden_units, log_scale_bound, seed)
+    context_dim = check_context_dim(context_dim)
     if ndim < 2:
         raise ValueError(f"`ndim` must be >= 2 for a coupling flow (it splits the dimensions "
                          f"in two halves), got {ndim}.")
@@ -39,7 +41,7 @@ def _coupling(
     def make_layer(i: int) -> tfb.Bijector:
         network = CouplingAffine(ndim - num_masked, hidden_units, activation,
                                  shift_only=shift_only, log_scale_bound=log_scale_bound,
-                                 name=f"coupling_net_{i}")
+                                 context_dim=context_dim, name=f"coupling_net_{i}")
         return tfb.RealNVP(num_masked=num_masked, shift_and_log_scale_fn=network,
                            is_constant_jacobian=shift_only, name=f"{builder}_{i}")
 
@@ -53,7 +55,7 @@ def _coupling(
     return attach_flow_spec(
         chain, builder, ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), log_scale_bound=log_scale_bound,
-        seed=seed,
+        seed=seed, context_dim=context_dim,
     )
 
 
@@ -67,6 +69,7 @@ def realnvp(
     log_scale_bound: float = 3.0,
     permutation: PermutationSpec = None,
     seed: int = 0,
+    context_dim: int | None = None,
 ) -> tfb.Chain:
     r"""RealNVP: affine coupling layers, permuted in between.
 
@@ -81,6 +84,10 @@ def realnvp(
         Event size :math:`D \geq 2`.
     hidden_units, num_layers, activation, batch_norm, log_scale_bound, seed
         As in :func:`maf`; the networks are :class:`nfbook.networks.CouplingAffine`.
+    context_dim : int, optional
+        Width :math:`k` of a context :math:`c`, which every coupling network takes beside
+        the kept half, :math:`\mu(u_{1:d}, c)` and :math:`s(u_{1:d}, c)`: a conditional
+        flow (:mod:`nfbook.conditional`). ``None``: unconditional.
     permutation : None, "random", sequence of int, or sequence of sequences of int
         As in :func:`maf`, but the default is the rotation :math:`p \mapsto (p + d) \bmod D`
         between every two layers: every coordinate a layer keeps is transformed by the next,
@@ -105,7 +112,7 @@ def realnvp(
     True
     """
     return _coupling("realnvp", ndim, hidden_units, num_layers, activation, batch_norm,
-                     log_scale_bound, permutation, seed)
+                     log_scale_bound, permutation, seed, context_dim)
 
 
 def nice(
@@ -118,6 +125,7 @@ def nice(
     log_scale_bound: float = 3.0,
     permutation: PermutationSpec = None,
     seed: int = 0,
+    context_dim: int | None = None,
 ) -> tfb.Chain:
     r"""NICE: additive (shift-only) coupling layers, then a trainable diagonal scale.
 
@@ -134,7 +142,7 @@ def nice(
 
     Parameters
     ----------
-    ndim, hidden_units, num_layers, activation, batch_norm, permutation, seed
+    ndim, hidden_units, num_layers, activation, batch_norm, permutation, seed, context_dim
         As in :func:`realnvp`.
     log_scale_bound : float
         Not used by the additive layers, but checked like the other builders' (a positive,
@@ -157,4 +165,4 @@ def nice(
     0.0
     """
     return _coupling("nice", ndim, hidden_units, num_layers, activation, batch_norm,
-                     log_scale_bound, permutation, seed)
+                     log_scale_bound, permutation, seed, context_dim)

@@ -8,7 +8,8 @@ network work of a training step and about halves the graph that TensorFlow trace
 shortcuts keep that graph small: a ``tfb.Permute`` on the last axis is a gather whose gradient is
 the inverse gather (:func:`permute_last_axis`), and the standard normal base has a closed-form
 log-density (:func:`standard_normal_log_prob`). Any other bijector goes through TFP's own two
-calls, so the result is always TFP's density, up to float rounding.
+calls, so the result is always TFP's density, up to float rounding. A conditional flow's
+context reaches every layer that reads one (:func:`nfbook.conditional.bijector_kwargs`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ __all__ = ["inverse_and_log_det", "log_prob", "permute_last_axis", "standard_nor
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfbook import private_api
+from nfbook.conditional import bijector_kwargs
 from nfbook.networks import AutoregressiveAffine, CouplingAffine
 from nfbook.spline_density import spline_layer_inverse
 
@@ -120,17 +123,17 @@ def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
     return (y - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
 
 
-def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor
+def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor, context: Any
                  ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
     network = private_api.shift_and_log_scale_fn(bijector)
     if not isinstance(network, AutoregressiveAffine) or private_api.event_ndims(bijector) != 1:
         return None
     _check_width(bijector, y, network.ndim)
-    shift, log_scale = network(y)
+    shift, log_scale = network(y, **bijector_kwargs(bijector, context))
     return _affine_inverse(y, shift, log_scale)
 
 
-def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor
+def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor, context: Any
                       ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
     network = private_api.shift_and_log_scale_fn(bijector)
     masked = private_api.num_masked(bijector)
@@ -138,13 +141,14 @@ def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor
         return None
     _check_width(bijector, y, masked + network.output_units)
     y0, y1 = y[..., :masked], y[..., masked:]
-    shift, log_scale = network(y0, network.output_units)
+    shift, log_scale = network(y0, network.output_units, **bijector_kwargs(bijector, context))
     x1, log_det = _affine_inverse(y1, shift, log_scale)
     return tf.concat([y0, x1], axis=-1), log_det
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python: converting only costs time
-def inverse_and_log_det(bijector: tfb.Bijector, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def inverse_and_log_det(bijector: tfb.Bijector, y: tf.Tensor, context: Any = None
+                        ) -> tuple[tf.Tensor, tf.Tensor]:
     r"""Map data to the base in one pass: :math:`z = f^{-1}(y)` and
     :math:`\log|\det J_{f^{-1}}(y)|` per row, for vector events.
 
@@ -162,6 +166,9 @@ def inverse_and_log_det(bijector: tfb.Bijector, y: tf.Tensor) -> tuple[tf.Tensor
         The flow, base to data.
     y : tf.Tensor
         Data, shape ``(..., D)``.
+    context : tf.Tensor, optional
+        A conditional flow's context, shape ``(..., k)``, handed to every layer that reads
+        one; ``None`` for an unconditional flow.
 
     Returns
     -------
@@ -179,12 +186,12 @@ def inverse_and_log_det(bijector: tfb.Bijector, y: tf.Tensor) -> tuple[tf.Tensor
     >>> bool(tf.reduce_max(tf.abs(log_det - flow.inverse_log_det_jacobian(y, 1))) < 1e-5)
     True
     """
-    z, log_det = _inverse_and_terms(bijector, y)
+    z, log_det = _inverse_and_terms(bijector, y, context)
     zeros = _zero_log_det(y)  # the shape (...) even where every term is a scalar or 0
     return z, zeros if log_det is None else log_det + zeros
 
 
-def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
+def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor, context: Any
                        ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """:func:`inverse_and_log_det`, with ``None`` for a log-determinant known to be 0
     (permutations, additive couplings): adding up zeros costs graph operations, forward and in
@@ -192,7 +199,7 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
     if isinstance(bijector, private_api.Chain):
         total = None
         for member in bijector.bijectors:  # a Chain inverts its first bijector first
-            y, term = _inverse_and_terms(member, y)
+            y, term = _inverse_and_terms(member, y, context)
             if term is not None:  # a TFP term may be a scalar: add, do not add_n
                 total = term if total is None else total + term
         return y, total
@@ -202,20 +209,23 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor
             return bijector.inverse(y), None
         _check_width(bijector, y, len(indices))
         return permute_last_axis(y, np.argsort(indices)), None
-    fused = spline_layer_inverse(bijector, y)  # None unless an nfbook.nsf layer
+    kwargs = {} if context is None else bijector_kwargs(bijector, context)
+    fused = spline_layer_inverse(bijector, y, **kwargs)  # None unless an nfbook.nsf layer
     if fused is not None:
         return fused
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):
-        fused = _maf_inverse(bijector, y)
+        fused = _maf_inverse(bijector, y, context)
     elif isinstance(bijector, tfb.RealNVP):
-        fused = _coupling_inverse(bijector, y)
+        fused = _coupling_inverse(bijector, y, context)
     if fused is not None:
         return fused
-    return bijector.inverse(y), bijector.inverse_log_det_jacobian(y, event_ndims=1)
+    return (bijector.inverse(y, **kwargs),
+            bijector.inverse_log_det_jacobian(y, event_ndims=1, **kwargs))
 
 
 @tf.autograph.experimental.do_not_convert
-def log_prob(base: tfd.Distribution | None, bijector: tfb.Bijector, x: tf.Tensor) -> tf.Tensor:
+def log_prob(base: tfd.Distribution | None, bijector: tfb.Bijector, x: tf.Tensor,
+             context: Any = None) -> tf.Tensor:
     r""":math:`\log p(x) = \log p_z(f^{-1}(x)) + \log|\det J_{f^{-1}}(x)|`, in one pass.
 
     The same number as ``tfd.TransformedDistribution(base, bijector).log_prob(x)`` (up to
@@ -230,12 +240,14 @@ def log_prob(base: tfd.Distribution | None, bijector: tfb.Bijector, x: tf.Tensor
         The flow, base to data.
     x : tf.Tensor
         Data, shape ``(..., D)``.
+    context : tf.Tensor, optional
+        A conditional flow's context, as in :func:`inverse_and_log_det`.
 
     Returns
     -------
     tf.Tensor
-        Log-density of each row, shape ``(...)``.
+        Log-density of each row (given its context), shape ``(...)``.
     """
-    z, log_det = _inverse_and_terms(bijector, x)
+    z, log_det = _inverse_and_terms(bijector, x, context)
     log_base = standard_normal_log_prob(z) if base is None else base.log_prob(z)
     return log_base if log_det is None else log_base + log_det

@@ -1,9 +1,10 @@
 """Checks of what users hand to nfbook's models from Keras: tf_keras objects rather than
-Keras 3 ones, callbacks, and file names for a whole model."""
+Keras 3 ones, callbacks, compile options, and file names for a whole model."""
 
 from __future__ import annotations
 
-__all__ = ["check_callbacks", "check_model_path", "check_tf_keras", "is_keras3", "keras3_layers"]
+__all__ = ["check_callbacks", "check_compile_args", "check_model_path", "check_tf_keras",
+           "is_keras3", "keras3_layers"]
 
 import os
 from typing import Any
@@ -67,6 +68,20 @@ def check_tf_keras(value: Any, name: str) -> Any:
             f"cannot use it. Make it with tf_keras instead: `import tf_keras as keras`{then}."
         )
     return value
+
+
+def check_compile_args(optimizer: Any, strategy: Any, kwargs: dict[str, Any]) -> None:
+    """Check ``compile``'s optimizer and metrics (tf_keras objects, :func:`check_tf_keras`)
+    and refuse ``jit_compile=True`` under a ``strategy`` whose replicas are CPU devices."""
+    check_tf_keras(optimizer, "optimizer")
+    if kwargs.get("jit_compile") and strategy.num_replicas_in_sync > 1 and any(
+            "CPU" in device.upper() for device in strategy.extended.worker_devices):
+        raise ValueError("jit_compile=True does not work with replicas on CPU devices: XLA "
+                         "cannot read a variable placed on another CPU device. Compile "
+                         "without jit_compile, or train on GPUs.")
+    for name in ("metrics", "weighted_metrics"):
+        for metric in kwargs.get(name) or []:
+            check_tf_keras(metric, name)
 
 
 def check_model_path(path: Any, name: str = "filepath") -> str:

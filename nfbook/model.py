@@ -14,9 +14,12 @@ import tf_keras as keras
 
 from nfbook import density
 from nfbook.checks import check_data, check_positive_int
+from nfbook.conditional import bijector_kwargs, context_dim_of
 from nfbook.flow_weights import FlowWeights, keras_layers
+from nfbook.inputs import check_context
 from nfbook.keras_checks import check_model_path, keras3_layers
 from nfbook.model_file import write_model
+from nfbook.networks import check_context_dim
 from nfbook.reverse_kl import fit_reverse_kl
 from nfbook.stacking import batch_norm_mode
 from nfbook.training import Trainer
@@ -54,6 +57,14 @@ class FlowModel(FlowWeights, Trainer):
     callbacks and the trained model all use the averaged weights, while the optimiser goes on
     from the raw ones; see :class:`nfbook.weight_average.AverageWeightsEachEpoch`.
 
+    A conditional flow (a bijector built with ``context_dim=k``, e.g.
+    ``nfbook.maf(2, context_dim=1)``) makes the model a conditional density
+    :math:`p(x \mid c)`: every call takes the context, one row per point, as
+    ``fit(x, context=c, validation_data=(x_val, c_val))``, ``evaluate(x, context=c)``,
+    :meth:`log_prob`, :meth:`sample` and ``model((x, c))``; a ``tf.data`` set yields
+    ``(x, c)`` pairs. Under the hood the context reaches each layer as TFP's
+    ``conditional_input`` (:func:`nfbook.conditional.bijector_kwargs`).
+
     ``model(x)`` runs each network once per layer (:func:`nfbook.density.log_prob`; TFP's
     ``log_prob`` runs it twice), which makes an epoch cheaper without changing any number.
 
@@ -76,13 +87,18 @@ class FlowModel(FlowWeights, Trainer):
     average_weights : bool
         Hand the moving average of the weights over to the model after every epoch of
         :meth:`fit` (see above); ``False`` keeps the last iterate, as plain Keras does.
+    context_dim : int, optional
+        Width of the context. Read from the bijector's networks when nfbook built them; give
+        it for a conditional flow built from TFP's own networks (every MAF and RealNVP layer
+        then gets the context as ``conditional_input``).
 
     Raises
     ------
     TypeError
         If ``bijector`` is not a ``tfb.Bijector``.
     ValueError
-        If ``ndim < 1`` or ``base`` has another event shape.
+        If ``ndim < 1``, ``base`` has another event shape, or ``context_dim`` differs from
+        the bijector's.
 
     Examples
     --------
@@ -105,9 +121,17 @@ class FlowModel(FlowWeights, Trainer):
         base: tfd.Distribution | None = None,
         name: str = "flow_model",
         average_weights: bool = True,
+        context_dim: int | None = None,
     ) -> None:
+        built_with = context_dim_of(bijector) if isinstance(bijector, tfb.Bijector) else None
+        context_dim = check_context_dim(context_dim)
+        if context_dim is None:
+            context_dim = built_with
+        elif built_with not in (None, context_dim):
+            raise ValueError(f"`context_dim={context_dim}` differs from the bijector's, whose "
+                             f"networks take a context of {built_with} column(s).")
         super().__init__(name=name, ndim=check_positive_int("ndim", ndim),
-                         average_weights=average_weights)
+                         context_dim=context_dim, average_weights=average_weights)
         if not isinstance(bijector, tfb.Bijector):
             raise TypeError(f"`bijector` must be a tfp.bijectors.Bijector, got "
                             f"{type(bijector).__name__}.")
@@ -130,10 +154,16 @@ class FlowModel(FlowWeights, Trainer):
         self.flow_layers = keras_layers(bijector)
         layer_variables = {id(v) for layer in self.flow_layers for v in layer.variables}
         self.flow_variables = [v for v in bijector.variables if id(v) not in layer_variables]
+        x = tf.zeros([1, self.ndim])
         try:  # create every variable now, and check that the flow fits `ndim`
-            self(tf.zeros([1, self.ndim]))
+            self(x if context_dim is None else (x, tf.zeros([1, context_dim])))
         except (ValueError, tf.errors.InvalidArgumentError) as error:
-            raise ValueError(f"The bijector does not fit ndim={self.ndim}: {error}") from error
+            if context_dim is None and "conditional_input" in str(error):
+                raise ValueError("The bijector needs a context (`conditional_input`): pass "
+                                 "`context_dim=k` to FlowModel.") from error
+            raise ValueError(f"The bijector does not fit ndim={self.ndim}"
+                             + ("" if context_dim is None else f", context_dim={context_dim}")
+                             + f": {error}") from error
         self.start_weight_average()
 
     @property
@@ -146,25 +176,45 @@ class FlowModel(FlowWeights, Trainer):
         """The model's ``tfd.TransformedDistribution`` (base pushed through the bijector)."""
         return self._distribution
 
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """Return :math:`\\log p(x)`, shape ``(n,)``, with every network run once per layer
+    def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
+        """Return :math:`\\log p(x)` (or :math:`\\log p(x \\mid c)` for ``inputs = (x, c)``
+        of a conditional flow), shape ``(n,)``, with every network run once per layer
         (:func:`nfbook.density.log_prob`; the same value as :attr:`distribution`'s
         ``log_prob``)."""
+        x, context = self._split(inputs)
         # In training, not self._training_distribution.log_prob(x): TransformedDistribution
         # takes the log-determinant at the base point in the forward direction, where TFP's
         # BatchNormalization uses its running variance even in training mode. The inverse
         # direction uses the batch variance that the normalisation itself used.
         distribution = self._training_distribution if training else self._distribution
-        x = tf.convert_to_tensor(x, dtype=tf.float32)
         if x.shape.rank is not None and x.shape[-1] not in (None, self.ndim):
             raise ValueError(f"Data of shape {x.shape} has {x.shape[-1]} columns; this model "
                              f"has ndim={self.ndim}.")
         base = None if self.default_base else distribution.distribution  # None: N(0, I)
-        return density.log_prob(base, distribution.bijector, x)
+        return density.log_prob(base, distribution.bijector, x, context)
 
-    def loss_terms(self, x: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-        """The per-example loss, the negative log-likelihood :math:`-\\log p(x_i)`."""
-        return {"loss": -self(x, training=training)}
+    def _split(self, inputs: Any) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """``inputs`` as points and context (``None`` for an unconditional flow)."""
+        paired = isinstance(inputs, (tuple, list)) and len(inputs) == 2
+        if self.context_dim is None:
+            if paired:
+                raise ValueError("This flow is unconditional (built without context_dim): "
+                                 "call it on points x, not on a pair (x, context).")
+            return tf.convert_to_tensor(inputs, dtype=tf.float32), None
+        if not paired:
+            raise ValueError(f"This flow is conditional (context_dim={self.context_dim}): "
+                             "call it on the pair (x, context).")
+        x, context = (tf.convert_to_tensor(v, dtype=tf.float32) for v in inputs)
+        if context.shape.rank is not None and context.shape[-1] not in (None,
+                                                                       self.context_dim):
+            raise ValueError(f"The context has shape {context.shape}; this model has "
+                             f"context_dim={self.context_dim}.")
+        return x, context
+
+    def loss_terms(self, inputs: Any, training: bool) -> dict[str, tf.Tensor]:
+        """The per-example loss, the negative log-likelihood :math:`-\\log p(x_i)` (or
+        :math:`-\\log p(x_i \\mid c_i)`)."""
+        return {"loss": -self(inputs, training=training)}
 
     def state_variables(self) -> list[tf.Variable]:
         """The flow's and the base's variables, batch-norm statistics included."""
@@ -199,6 +249,9 @@ class FlowModel(FlowWeights, Trainer):
             ``history.history["loss"]``: the reverse KL minus :math:`\log Z` (plus
             ``data_weight`` times the data's NLL), per epoch.
         """
+        if self.context_dim is not None:
+            raise ValueError("Reverse-KL training of a conditional flow is not supported: it "
+                             "would need a target density for every context.")
         return fit_reverse_kl(self, target_log_prob, epochs=epochs,
                               steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                               data=data, data_weight=data_weight, callbacks=callbacks,
@@ -239,26 +292,31 @@ class FlowModel(FlowWeights, Trainer):
         check_model_path(filepath)
         write_model(self, filepath, overwrite=overwrite)
 
-    def _checked(self, x: Any) -> tf.Tensor:
-        return tf.convert_to_tensor(check_data(x, self.ndim, "x"))
+    def _checked(self, x: Any, context: Any) -> Any:
+        x = check_data(x, self.ndim, "x")
+        context = check_context(context, self.context_dim, len(x))
+        return x if context is None else (x, context)
 
-    def log_prob(self, x: Any) -> tf.Tensor:
-        """Log-density :math:`\\log p(x)` of each row of ``x`` (running batch-norm statistics).
+    def log_prob(self, x: Any, context: Any = None) -> tf.Tensor:
+        """Log-density :math:`\\log p(x)` of each row of ``x``, or :math:`\\log p(x \\mid c)`
+        given a conditional flow's ``context`` (one row per row of ``x``), with running
+        batch-norm statistics.
 
         Raises
         ------
         ValueError, TypeError
-            On data of the wrong shape or dtype, empty, or with NaN/inf rows.
+            On data of the wrong shape or dtype, empty, or with NaN/inf rows; on a missing,
+            unexpected or mis-shaped context.
         """
-        return self.call(self._checked(x))
+        return self.call(self._checked(x, context))
 
-    def prob(self, x: Any) -> tf.Tensor:
-        """Density :math:`p(x)` of each row of ``x``."""
-        return tf.exp(self.log_prob(x))
+    def prob(self, x: Any, context: Any = None) -> tf.Tensor:
+        """Density :math:`p(x)` (or :math:`p(x \\mid c)`) of each row of ``x``."""
+        return tf.exp(self.log_prob(x, context))
 
-    def sample(self, n: int, seed: Any = None) -> tf.Tensor:
+    def sample(self, n: int, seed: Any = None, context: Any = None) -> tf.Tensor:
         """Draw ``n`` samples :math:`x = f(z)`, :math:`z \\sim p_z` (running batch-norm
-        statistics).
+        statistics); for a conditional flow, :math:`x = f_c(z)`.
 
         Parameters
         ----------
@@ -269,6 +327,9 @@ class FlowModel(FlowWeights, Trainer):
             seeded generators do: a pair is a TFP stateless seed, and an int ``s`` is made
             into the stateless seed ``(s // 2**31 mod 2**31, s mod 2**31)``. ``None`` draws
             fresh samples at every call.
+        context : array-like, optional
+            A conditional flow's context: shape ``(n, context_dim)``, one row per sample, or
+            ``(1, context_dim)``, the same context for all ``n``.
 
         Returns
         -------
@@ -278,10 +339,19 @@ class FlowModel(FlowWeights, Trainer):
         Raises
         ------
         TypeError, ValueError
-            If ``n`` is not a positive integer.
+            If ``n`` is not a positive integer, or on a missing, unexpected or mis-shaped
+            context (its rows must be 1 or ``n``).
         """
         n = check_positive_int("n", n)
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             high, low = divmod(int(seed) % 2**62, 2**31)
             seed = tf.constant([high, low], tf.int32)
-        return self._distribution.sample(n, seed=seed)
+        context = check_context(context, self.context_dim, None)
+        if context is None:
+            return self._distribution.sample(n, seed=seed)
+        if len(context) not in (1, n):
+            raise ValueError(f"`context` has {len(context)} rows; expected 1 (the same context "
+                             f"for every sample) or n={n} (one per sample).")
+        context = tf.constant(np.broadcast_to(context, (n, self.context_dim)))
+        return self._distribution.sample(
+            n, seed=seed, bijector_kwargs=bijector_kwargs(self._bijector, context))

@@ -7,6 +7,7 @@ __all__ = [
     "base_weights",
     "flow_weights",
     "gaussian_probe_points",
+    "probe_contexts",
     "read_model_file",
     "score",
     "write_model",
@@ -30,8 +31,10 @@ from nfbook.specs import spec_of
 
 _FORMAT = "nfbook-flow-model"
 # 2: probe points sampled from the model, the base's variables; 3: the bijector record holds
-# the resolved permutations between layers and their scheme (nfbook.permutations)
-FORMAT_VERSION = 3
+# the resolved permutations between layers and their scheme (nfbook.permutations); 4: a
+# conditional flow, with its context width and probe contexts (an unconditional model is still
+# written as version 3, which earlier nfbooks read)
+FORMAT_VERSION = 4
 _PROBE_SIZE = 64
 _PROBE_SEED = (20240917, 1)  # stateless: the same probe points at every save
 
@@ -60,16 +63,27 @@ def gaussian_probe_points(ndim: int) -> np.ndarray:
     return np.random.default_rng(12345).normal(size=(_PROBE_SIZE, ndim)).astype(np.float32)
 
 
-def _sampled_probe_points(model: Any) -> np.ndarray:
+def probe_contexts(context_dim: int | None) -> np.ndarray | None:
+    """Fixed N(0, I) contexts for a conditional flow's probe points (``None`` if
+    unconditional)."""
+    if context_dim is None:
+        return None
+    return np.random.default_rng(54321).normal(size=(_PROBE_SIZE, context_dim)).astype(
+        np.float32)
+
+
+def _sampled_probe_points(model: Any, context: np.ndarray | None) -> np.ndarray:
     """Probe points drawn from ``model`` itself with a fixed seed, so inside its support
     (where N(0, I) points need not be, e.g. for a flow ending in ``tfb.Exp``)."""
-    return model.sample(_PROBE_SIZE, seed=_PROBE_SEED).numpy().astype(np.float32)
+    points = model.sample(_PROBE_SIZE, seed=_PROBE_SEED, context=context)
+    return points.numpy().astype(np.float32)
 
 
-def score(model: Any, points: np.ndarray) -> np.ndarray:
-    """``log p`` of the probe points, without :meth:`nfbook.FlowModel.log_prob`'s data checks (a
-    sample may overflow to infinity)."""
-    return model.call(tf.constant(points, dtype=tf.float32)).numpy()
+def score(model: Any, points: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    """``log p`` of the probe points (given their contexts), without
+    :meth:`nfbook.FlowModel.log_prob`'s data checks (a sample may overflow to infinity)."""
+    x = tf.constant(points, dtype=tf.float32)
+    return model.call(x if context is None else (x, tf.constant(context))).numpy()
 
 
 def write_model(model: Any, path: str | os.PathLike, overwrite: bool = True) -> None:
@@ -86,10 +100,11 @@ def write_model(model: Any, path: str | os.PathLike, overwrite: bool = True) -> 
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
     weights = flow_weights(model)
     base = base_weights(model)
-    probe = _sampled_probe_points(model)
+    context = probe_contexts(model.context_dim)
+    probe = _sampled_probe_points(model, context)
     record: dict[str, Any] = {
         "format": _FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 3 if context is None else FORMAT_VERSION,
         "ndim": model.ndim,
         "bijector": spec_of(model.bijector),
         "default_base": model.default_base,
@@ -97,9 +112,12 @@ def write_model(model: Any, path: str | os.PathLike, overwrite: bool = True) -> 
         "weights": [[w.name, list(w.shape)] for w in weights],
         "base_weights": [[w.name, list(w.shape)] for w in base],
         "probe_points": probe.tolist(),
-        "probe_log_prob": score(model, probe).tolist(),  # NaN or inf are kept as such
+        "probe_log_prob": score(model, probe, context).tolist(),  # NaN, inf kept as such
         "optimizer": None,
     }
+    if context is not None:
+        record["context_dim"] = model.context_dim
+        record["probe_context"] = context.tolist()
     arrays = {f"w{i}": w.numpy() for i, w in enumerate(weights)}
     arrays.update({f"b{i}": w.numpy() for i, w in enumerate(base)})
     optimizer = model.optimizer

@@ -5,8 +5,13 @@ from __future__ import annotations
 __all__ = [
     "AutoregressiveAffine",
     "CouplingAffine",
+    "build_mlp",
+    "check_context_dim",
+    "context_input",
     "fan_in_uniform",
+    "join_context",
     "lecun_uniform",
+    "made_weights",
     "soft_clamp",
     "spread_biases",
 ]
@@ -137,6 +142,67 @@ def spread_biases(weights: Sequence[tf.Variable]) -> None:
         bias.assign(tf.random.uniform(bias.shape, -bound, bound, dtype=bias.dtype))
 
 
+def check_context_dim(context_dim: int | None) -> int | None:
+    """``context_dim`` checked: ``None`` (an unconditional network) or an integer ``>= 1``."""
+    return None if context_dim is None else check_positive_int("context_dim", context_dim)
+
+
+def context_input(layer: keras.layers.Layer, conditional_input: tf.Tensor | None
+                  ) -> tf.Tensor | None:
+    """The context a network of ``layer.context_dim`` columns was given, checked: present
+    exactly when the network is conditional, with that many columns."""
+    context_dim = layer.context_dim
+    if context_dim is None:
+        if conditional_input is not None:
+            raise ValueError(f"The network {layer.name!r} was built without a context "
+                             "(context_dim=None), but a `conditional_input` was passed.")
+        return None
+    if conditional_input is None:
+        raise ValueError(f"The network {layer.name!r} is conditional (context_dim="
+                         f"{context_dim}): pass the context as `conditional_input`, shape "
+                         f"(..., {context_dim}).")
+    context = tf.convert_to_tensor(conditional_input, dtype=tf.float32)
+    if context.shape.rank is not None and context.shape[-1] not in (None, context_dim):
+        raise ValueError(f"The network {layer.name!r} takes a context of {context_dim} "
+                         f"column(s), got shape {context.shape}.")
+    return context
+
+
+def made_weights(made: tfb.AutoregressiveNetwork, conditional: bool
+                 ) -> tuple[list[tf.Variable], list[tf.Variable]]:
+    """A MADE's trainable weights split into its masked layers' alternating kernels and
+    biases, and the kernels that feed the context into every layer (none if not
+    ``conditional``; TFP's conditional MADE gives each layer a kernel, a bias and a
+    context kernel, in that order)."""
+    weights = list(made.trainable_weights)
+    if not conditional:
+        return weights, []
+    if len(weights) % 3:
+        raise ValueError(f"Unexpected weights of a conditional MADE: "
+                         f"{[w.name for w in weights]}.")
+    masked = [w for i, w in enumerate(weights) if i % 3 != 2]
+    return masked, weights[2::3]
+
+
+def build_mlp(hidden: Sequence[keras.layers.Dense], out: keras.layers.Dense,
+              input_shape: tf.TensorShape, context_dim: int | None) -> None:
+    """Build a coupling network's dense layers for inputs of ``input_shape`` joined to a
+    context of ``context_dim`` columns, and spread the hidden biases (:func:`spread_biases`)."""
+    shape = tf.TensorShape(input_shape)
+    if context_dim is not None:
+        shape = shape[:-1].concatenate([shape[-1] + context_dim])
+    for layer in hidden:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    out.build(shape)
+    spread_biases([w for layer in hidden for w in layer.trainable_weights])
+
+
+def join_context(x: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
+    """A coupling network's input: the kept coordinates, then the context's columns."""
+    return x if context is None else tf.concat([x, context], axis=-1)
+
+
 class AutoregressiveAffine(keras.layers.Layer):
     r"""MADE network giving an autoregressive shift and bounded log-scale for each dimension.
 
@@ -151,6 +217,11 @@ class AutoregressiveAffine(keras.layers.Layer):
     inputs' range from the start; the output layer is random too, so the untrained flow is
     not the identity.
 
+    With ``context_dim=k`` the network is conditional, :math:`\mu(x_{<i}, c)` and
+    :math:`s(x_{<i}, c)` for a context :math:`c \in \mathbb{R}^k` passed as
+    ``conditional_input`` (TFP's conditional MADE: every layer adds a dense map of
+    :math:`c`, unmasked, since the context may reach every output).
+
     Parameters
     ----------
     ndim : int
@@ -161,6 +232,8 @@ class AutoregressiveAffine(keras.layers.Layer):
         Hidden activation, any name Keras knows (``"relu"``, ``"tanh"``...).
     log_scale_bound : float
         The clamp :math:`c` on the log-scale.
+    context_dim : int, optional
+        Width :math:`k` of the context, or ``None`` for an unconditional network.
     **kwargs
         Passed to :class:`tf_keras.layers.Layer`.
 
@@ -180,15 +253,20 @@ class AutoregressiveAffine(keras.layers.Layer):
         hidden_units: Sequence[int] = (128, 128),
         activation: str = "relu",
         log_scale_bound: float = 3.0,
+        context_dim: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         self.ndim = check_positive_int("ndim", ndim)
         self.hidden_units = check_hidden_units(hidden_units)
         self.log_scale_bound = check_real("log_scale_bound", log_scale_bound, positive=True)
+        self.context_dim = check_context_dim(context_dim)
+        conditional = self.context_dim is not None
         self.made = tfb.AutoregressiveNetwork(
             params=2,
             event_shape=[self.ndim],
+            conditional=conditional,
+            conditional_event_shape=[self.context_dim] if conditional else None,
             hidden_units=list(self.hidden_units),
             activation=check_activation(activation),
             kernel_initializer=fan_in_uniform,  # TFP multiplies it by the MADE masks
@@ -196,11 +274,14 @@ class AutoregressiveAffine(keras.layers.Layer):
 
     def build(self, input_shape: tf.TensorShape) -> None:
         self.made.build(input_shape)
-        spread_biases(self.made.trainable_weights)
+        masked, _ = made_weights(self.made, self.context_dim is not None)
+        spread_biases(masked)
         super().build(input_shape)
 
-    def call(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        params = self.made(x)
+    def call(self, x: tf.Tensor, conditional_input: tf.Tensor | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor]:
+        context = context_input(self, conditional_input)
+        params = self.made(x) if context is None else self.made(x, conditional_input=context)
         shift, raw_log_scale = tf.unstack(params, axis=-1)
         return shift, soft_clamp(raw_log_scale, self.log_scale_bound)
 
@@ -237,6 +318,10 @@ class CouplingAffine(keras.layers.Layer):
         Return ``(shift, None)`` (NICE) instead of ``(shift, log_scale)`` (RealNVP).
     log_scale_bound : float
         The clamp :math:`c` on the log-scale.
+    context_dim : int, optional
+        Width :math:`k` of a context :math:`c`, passed as ``conditional_input`` and joined to
+        the kept half as the MLP's input, :math:`\mu(x_{1:d}, c)` and :math:`s(x_{1:d}, c)`;
+        ``None`` for an unconditional network.
     **kwargs
         Passed to :class:`tf_keras.layers.Layer`.
 
@@ -255,10 +340,12 @@ class CouplingAffine(keras.layers.Layer):
         activation: str = "relu",
         shift_only: bool = False,
         log_scale_bound: float = 3.0,
+        context_dim: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         self.output_units = check_positive_int("output_units", output_units)
+        self.context_dim = check_context_dim(context_dim)
         self.hidden_units = check_hidden_units(hidden_units)
         self.shift_only = bool(shift_only)
         self.log_scale_bound = check_real("log_scale_bound", log_scale_bound, positive=True)
@@ -274,21 +361,17 @@ class CouplingAffine(keras.layers.Layer):
         )
 
     def build(self, input_shape: tf.TensorShape) -> None:
-        shape = tf.TensorShape(input_shape)
-        for layer in self.hidden:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.out.build(shape)
-        spread_biases([w for layer in self.hidden for w in layer.trainable_weights])
+        build_mlp(self.hidden, self.out, input_shape, self.context_dim)
         super().build(input_shape)
 
-    def call(self, x0: tf.Tensor, output_units: int) -> tuple[tf.Tensor, tf.Tensor | None]:
+    def call(self, x0: tf.Tensor, output_units: int, conditional_input: tf.Tensor | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor | None]:
         if output_units != self.output_units:
             raise ValueError(
                 f"This coupling network was built for {self.output_units} transformed "
                 f"coordinates, but the bijector asked for {output_units}."
             )
-        h = x0
+        h = join_context(x0, context_input(self, conditional_input))
         for layer in self.hidden:
             h = layer(h)
         params = self.out(h)

@@ -41,6 +41,7 @@ from nfbook.importance import (  # also importable from here, as in nfbook 0.1
     expectation,
     importance_weights,
 )
+from nfbook.step_loop import steps_per_call
 from nfbook.training import Trainer
 
 tfb = tfp.bijectors
@@ -187,8 +188,9 @@ class ReverseKL(Trainer):
             minval=0, maxval=n, dtype=tf.int32)
         return tf.gather(self.data, index)
 
-    def _check_input(self, x: Any, name: str, batch_size: int | None) -> Any:
-        return x  # the step counter that fit_reverse_kl passes
+    def _check_input(self, x: Any, context: Any, name: str, batch_size: int | None
+                     ) -> tuple[Any, Any]:
+        return x, None  # the step counter that fit_reverse_kl passes
 
     def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
         """Train for ``epochs`` of ``steps_per_epoch`` steps (``x`` is ignored)."""
@@ -345,7 +347,7 @@ def fit_reverse_kl(
     with model.distribute_strategy.scope():  # the trainer's variables beside the model's
         trainer = ReverseKL(model, target_log_prob, batch_size, seed, data, data_weight)
         trainer.compile(optimizer=model.optimizer,
-                        steps_per_execution=model._steps_per_call())
+                        steps_per_execution=steps_per_call(model))
     try:
         history = trainer.fit(epochs=epochs, steps_per_epoch=steps_per_epoch,
                               verbose=verbose, callbacks=callbacks)

@@ -164,7 +164,10 @@ def _check_probe(model: FlowModel, record: dict[str, Any], path: Path) -> None:
     points = record.get("probe_points")  # none in format version 1
     points = (gaussian_probe_points(model.ndim) if points is None
               else np.asarray(points, dtype=np.float32).reshape(-1, model.ndim))
-    log_prob = score(model, points)
+    context = record.get("probe_context")  # conditional flows only (version 4)
+    if context is not None:
+        context = np.asarray(context, dtype=np.float32).reshape(len(points), -1)
+    log_prob = score(model, points, context)
     saved = np.asarray(record["probe_log_prob"], dtype=np.float32)
     wrong = ~np.isclose(log_prob, saved, rtol=1e-5, atol=1e-5, equal_nan=True)
     if wrong.any():
@@ -185,7 +188,8 @@ def load(
     The flow is rebuilt from the recorded builder and arguments (or from ``bijector``),
     its variables and those of the base are set from the file, the optimizer is restored with
     its state, and the log-densities of the recorded probe points must match those saved, so
-    a model that loads is the model that was saved. Files of format versions 1 to 3 load;
+    a model that loads is the model that was saved (a conditional flow's with its context
+    width, checked on recorded probe contexts). Files of format versions 1 to 4 load;
     those of nfbook 0.1.0 (versions 1 and 2) record their default permutations by a seed
     only, and are rebuilt with the permutations that version drew from it.
 
@@ -240,7 +244,8 @@ def load(
     if base is None and not record["default_base"]:
         raise ValueError(f"{path} was saved with a custom base distribution; pass `base=`.")
     model = FlowModel(bijector, record["ndim"], base=base,
-                      average_weights=record.get("average_weights", True))
+                      average_weights=record.get("average_weights", True),
+                      context_dim=record.get("context_dim"))
     weights = flow_weights(model)
     saved_shapes = [shape for _, shape in record["weights"]]
     shapes = [list(w.shape) for w in weights]

@@ -64,7 +64,10 @@ def attach_flow_spec(chain: tfb.Bijector, builder: str, **kwargs: Any) -> tfb.Bi
     """:func:`attach_spec` for a stack of layers: records, as ``permutation``, the resolved
     permutations between its layers (whatever the builder was given) and the permutation
     scheme, so that :func:`nfbook.saving.rebuild` makes the same flow under any later
-    default scheme."""
+    default scheme. A ``context_dim`` of ``None`` (an unconditional flow) is left out, so the
+    record reads as one written before conditional flows existed."""
+    if "context_dim" in kwargs and kwargs["context_dim"] is None:
+        del kwargs["context_dim"]
     kwargs["permutation"] = permutations_of(chain)
     attach_spec(chain, builder, **kwargs)
     spec = spec_of(chain)

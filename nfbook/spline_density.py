@@ -75,7 +75,8 @@ def spline_inverse_and_log_det(spline: tfb.RationalQuadraticSpline, y: tf.Tensor
     return tf.ensure_shape(x, y.shape), tf.ensure_shape(log_det, y.shape)
 
 
-def spline_layer_inverse(bijector: tfb.Bijector, y: tf.Tensor
+def spline_layer_inverse(bijector: tfb.Bijector, y: tf.Tensor,
+                         conditional_input: tf.Tensor | None = None
                          ) -> tuple[tf.Tensor, tf.Tensor] | None:
     r"""Inverse and :math:`\log|\det J_{f^{-1}}(y)|` of one :func:`nfbook.nsf` layer, from one
     network pass; ``None`` for any other bijector.
@@ -86,6 +87,8 @@ def spline_layer_inverse(bijector: tfb.Bijector, y: tf.Tensor
         A layer of a flow.
     y : tf.Tensor
         Data side values, shape ``(..., D)``.
+    conditional_input : tf.Tensor, optional
+        The context of a conditional layer, shape ``(..., k)``.
 
     Returns
     -------
@@ -103,16 +106,18 @@ def spline_layer_inverse(bijector: tfb.Bijector, y: tf.Tensor
     function = private_api.bijector_fn(bijector)
     if not isinstance(function, SplineFunction):
         return None
+    kwargs = {} if conditional_input is None else {"conditional_input": conditional_input}
     if isinstance(bijector, tfb.RealNVP):
         masked = private_api.num_masked(bijector)
         if not isinstance(masked, int) or masked <= 0:
             return None
         y0, y1 = y[..., :masked], y[..., masked:]
-        x1, log_det = spline_inverse_and_log_det(function(y0, function.network.output_units), y1)
+        spline = function(y0, function.network.output_units, **kwargs)
+        x1, log_det = spline_inverse_and_log_det(spline, y1)
         return tf.concat([y0, x1], axis=-1), tf.reduce_sum(log_det, axis=-1)
     if (isinstance(bijector, tfb.MaskedAutoregressiveFlow)
             and private_api.event_ndims(bijector) == 1):
         # x_i depends on y_{<i} only: the MADE of y gives every coordinate's spline at once
-        x, log_det = spline_inverse_and_log_det(function(y), y)
+        x, log_det = spline_inverse_and_log_det(function(y, **kwargs), y)
         return x, tf.reduce_sum(log_det, axis=-1)
     return None

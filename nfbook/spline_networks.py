@@ -13,7 +13,15 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 from nfbook.checks import check_hidden_units, check_positive_int, check_real
-from nfbook.networks import fan_in_uniform, spread_biases
+from nfbook.networks import (
+    build_mlp,
+    check_context_dim,
+    context_input,
+    fan_in_uniform,
+    join_context,
+    made_weights,
+    spread_biases,
+)
 
 tfb = tfp.bijectors
 
@@ -96,8 +104,10 @@ def _spline(raw: tf.Tensor, num_bins: int, bound: float) -> tfb.RationalQuadrati
 class SplineNetwork(keras.layers.Layer):
     """What both spline networks share: the spline's settings and a zeroed output layer."""
 
-    def __init__(self, num_bins: int, bound: float, **kwargs: object) -> None:
+    def __init__(self, num_bins: int, bound: float, context_dim: int | None = None,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)
+        self.context_dim = check_context_dim(context_dim)
         self.num_bins = check_positive_int("num_bins", num_bins, minimum=2)
         self.bound = check_real("bound", bound, positive=True)
         self.params_per_coordinate = 3 * self.num_bins - 1
@@ -131,6 +141,10 @@ class CouplingSpline(SplineNetwork):
         Bins :math:`K \geq 2` per spline.
     bound : float
         Half-width :math:`B` of the spline's interval :math:`[-B, B]`.
+    context_dim : int, optional
+        Width :math:`k` of a context passed as ``conditional_input`` and joined to the kept
+        half as the MLP's input (as in :class:`~nfbook.networks.CouplingAffine`); ``None``
+        for an unconditional network.
     **kwargs
         Passed to :class:`tf_keras.layers.Layer`.
 
@@ -143,8 +157,8 @@ class CouplingSpline(SplineNetwork):
 
     def __init__(self, output_units: int, hidden_units: Sequence[int] = (128, 128),
                  activation: str = "relu", num_bins: int = 8, bound: float = 6.0,
-                 **kwargs: object) -> None:
-        super().__init__(num_bins, bound, **kwargs)
+                 context_dim: int | None = None, **kwargs: object) -> None:
+        super().__init__(num_bins, bound, context_dim, **kwargs)
         self.output_units = check_positive_int("output_units", output_units)
         self.hidden_units = check_hidden_units(hidden_units)
         self.hidden = [
@@ -155,20 +169,16 @@ class CouplingSpline(SplineNetwork):
                                       kernel_initializer="zeros", bias_initializer="zeros")
 
     def build(self, input_shape: tf.TensorShape) -> None:
-        shape = tf.TensorShape(input_shape)
-        for layer in self.hidden:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.out.build(shape)
-        spread_biases([w for layer in self.hidden for w in layer.trainable_weights])
+        build_mlp(self.hidden, self.out, input_shape, self.context_dim)
         super().build(input_shape)
 
-    def call(self, x0: tf.Tensor, output_units: int | None = None) -> tf.Tensor:
+    def call(self, x0: tf.Tensor, output_units: int | None = None,
+             conditional_input: tf.Tensor | None = None) -> tf.Tensor:
         if output_units is not None and output_units != self.output_units:
             raise ValueError(f"This coupling network was built for {self.output_units} "
                              f"transformed coordinates, but the bijector asked for "
                              f"{output_units}.")
-        h = x0
+        h = join_context(x0, context_input(self, conditional_input))
         for layer in self.hidden:
             h = layer(h)
         params = self.out(h)
@@ -192,6 +202,9 @@ class AutoregressiveSpline(SplineNetwork):
         Event size :math:`D`.
     hidden_units, activation, num_bins, bound, **kwargs
         As in :class:`CouplingSpline`.
+    context_dim : int, optional
+        Width :math:`k` of a context passed as ``conditional_input``, fed to every layer of
+        the MADE as in :class:`~nfbook.networks.AutoregressiveAffine`.
 
     Examples
     --------
@@ -202,22 +215,27 @@ class AutoregressiveSpline(SplineNetwork):
 
     def __init__(self, ndim: int, hidden_units: Sequence[int] = (128, 128),
                  activation: str = "relu", num_bins: int = 8, bound: float = 6.0,
-                 **kwargs: object) -> None:
-        super().__init__(num_bins, bound, **kwargs)
+                 context_dim: int | None = None, **kwargs: object) -> None:
+        super().__init__(num_bins, bound, context_dim, **kwargs)
         self.ndim = check_positive_int("ndim", ndim)
         self.hidden_units = check_hidden_units(hidden_units)
+        conditional = self.context_dim is not None
         self.made = tfb.AutoregressiveNetwork(
             params=self.params_per_coordinate, event_shape=[self.ndim],
+            conditional=conditional,
+            conditional_event_shape=[self.context_dim] if conditional else None,
             hidden_units=list(self.hidden_units), activation=activation,
             kernel_initializer=fan_in_uniform)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         self.made.build(input_shape)
-        weights = self.made.trainable_weights
-        spread_biases(weights[:-2])
-        for variable in weights[-2:]:  # the output layer's kernel and bias
+        masked, context_kernels = made_weights(self.made, self.context_dim is not None)
+        spread_biases(masked[:-2])
+        # the output layer (its kernel, bias and context kernel) starts at zero
+        for variable in [*masked[-2:], *context_kernels[-1:]]:
             variable.assign(tf.zeros_like(variable))
         super().build(input_shape)
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.made(x)
+    def call(self, x: tf.Tensor, conditional_input: tf.Tensor | None = None) -> tf.Tensor:
+        context = context_input(self, conditional_input)
+        return self.made(x) if context is None else self.made(x, conditional_input=context)

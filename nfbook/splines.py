@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfbook.checks import check_hidden_units, check_positive_int, check_real
+from nfbook.networks import check_context_dim
 from nfbook.specs import attach_flow_spec
 from nfbook.spline_networks import AutoregressiveSpline, CouplingSpline, SplineNetwork
 from nfbook.stacking import stack
@@ -24,18 +25,18 @@ tfb = tfp.bijectors
 
 
 def _coupling_layer(ndim: int, hidden_units: tuple[int, ...], activation: str, num_bins: int,
-                    bound: float, name: str) -> tfb.RealNVP:
+                    bound: float, context_dim: int | None, name: str) -> tfb.RealNVP:
     num_masked = ndim // 2
     network = CouplingSpline(ndim - num_masked, hidden_units, activation, num_bins, bound,
-                             name=f"{name}_net")
+                             context_dim=context_dim, name=f"{name}_net")
     return tfb.RealNVP(num_masked=num_masked, bijector_fn=SplineFunction(network), name=name)
 
 
 def _autoregressive_layer(ndim: int, hidden_units: tuple[int, ...], activation: str,
-                          num_bins: int, bound: float, name: str
+                          num_bins: int, bound: float, context_dim: int | None, name: str
                           ) -> tfb.MaskedAutoregressiveFlow:
     network = AutoregressiveSpline(ndim, hidden_units, activation, num_bins, bound,
-                                   name=f"{name}_made")
+                                   context_dim=context_dim, name=f"{name}_made")
     return tfb.MaskedAutoregressiveFlow(bijector_fn=SplineFunction(network), name=name)
 
 
@@ -66,6 +67,7 @@ def nsf(
     autoregressive: bool = False,
     scale_and_shift: bool = True,
     name: str = "nsf",
+    context_dim: int | None = None,
 ) -> tfb.Chain:
     r"""Neural spline flow: rational-quadratic spline layers, permuted in between.
 
@@ -144,6 +146,10 @@ def nsf(
         match the data's location and scale beyond the splines' interval.
     name : str
         Name of the chain; layer ``i`` is named ``f"{name}_{i}"``.
+    context_dim : int, optional
+        Width :math:`k` of a context :math:`c` that every layer's network also takes, so
+        that each spline depends on :math:`c`: a conditional flow :math:`p(x \mid c)`
+        (:mod:`nfbook.conditional`). ``None``: unconditional.
 
     Returns
     -------
@@ -154,7 +160,8 @@ def nsf(
     ------
     ValueError, TypeError
         On a bad ``ndim`` (below 1, or 1 for the coupling form), ``num_layers``,
-        ``hidden_units``, ``num_bins`` (below 2), ``bound`` (not positive) or ``permutation``.
+        ``hidden_units``, ``num_bins`` (below 2), ``bound`` (not positive), ``permutation`` or
+        ``context_dim``.
 
     References
     ----------
@@ -181,6 +188,7 @@ def nsf(
     seed = check_positive_int("seed", seed, minimum=0)
     num_bins = check_positive_int("num_bins", num_bins, minimum=2)
     bound = check_real("bound", bound, positive=True)
+    context_dim = check_context_dim(context_dim)
     if not isinstance(name, str) or not name:
         raise TypeError(f"`name` must be a non-empty string, got {name!r}.")
     autoregressive = bool(autoregressive)
@@ -191,7 +199,8 @@ def nsf(
     make = _autoregressive_layer if autoregressive else _coupling_layer
     chain = stack(
         ndim, num_layers,
-        lambda i: make(ndim, hidden_units, activation, num_bins, bound, f"{name}_{i}"),
+        lambda i: make(ndim, hidden_units, activation, num_bins, bound, context_dim,
+                       f"{name}_{i}"),
         batch_norm, permutation, seed, name=name,
     )
     if scale_and_shift:
@@ -204,5 +213,5 @@ def nsf(
         chain, "nsf", ndim=ndim, hidden_units=list(hidden_units), num_layers=num_layers,
         activation=activation, batch_norm=bool(batch_norm), num_bins=num_bins, bound=bound,
         seed=seed, autoregressive=autoregressive, scale_and_shift=bool(scale_and_shift),
-        name=name,
+        name=name, context_dim=context_dim,
     )

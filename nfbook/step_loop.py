@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["step_loop"]
+__all__ = ["one_step_per_call_if", "step_loop", "steps_per_call"]
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -88,3 +89,25 @@ def step_loop(
             return compiled(iterator)
 
     return run_without_grappler
+
+
+@contextlib.contextmanager
+def one_step_per_call_if(model: Any, condition: bool) -> Iterator[None]:
+    """Run ``model`` at one step per compiled call while inside, if ``condition``: Keras
+    refuses ``steps_per_execution > 1`` on data whose number of batches it cannot tell."""
+    variable = private_api.steps_per_execution(model)
+    if not condition or variable is None or int(variable.numpy()) == 1:
+        yield
+        return
+    saved = int(variable.numpy())
+    variable.assign(1)
+    try:
+        yield
+    finally:
+        variable.assign(saved)
+
+
+def steps_per_call(model: Any) -> int:
+    """The training steps ``model`` runs per compiled call (Keras's ``steps_per_execution``)."""
+    variable = private_api.steps_per_execution(model)
+    return 1 if variable is None else int(variable.numpy())

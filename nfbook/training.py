@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = ["Trainer"]
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -20,10 +20,10 @@ import tf_keras as keras
 
 from nfbook import private_api
 from nfbook.inputs import check_input, check_validation, data_errors, size_known
-from nfbook.keras_checks import check_callbacks, check_tf_keras
+from nfbook.keras_checks import check_callbacks, check_compile_args
 from nfbook.nan_guard import RollBackOnNonFinite, step_is_finite
 from nfbook.optimizer_state import build_optimizer, optimizer_variables
-from nfbook.step_loop import step_loop
+from nfbook.step_loop import one_step_per_call_if, step_loop, steps_per_call
 from nfbook.weight_average import AverageWeightsEachEpoch, WeightAverage
 
 
@@ -69,6 +69,9 @@ class Trainer(keras.Model):
         :math:`w_k`.
     ndim : int or None
         Width of the data ``fit`` takes, or ``None`` for a trainer that reads no data.
+    context_dim : int or None
+        Width of the context that comes with each point (a conditional flow: ``fit(x,
+        context=c)``), or ``None``.
     average_weights : bool
         Hand the moving average of the weights to the model after every epoch (created by
         :meth:`start_weight_average`).
@@ -80,12 +83,14 @@ class Trainer(keras.Model):
     """What the user may do about a non-finite loss."""
 
     def __init__(self, *, name: str, terms: dict[str, float] | None = None,
-                 ndim: int | None = None, average_weights: bool = False) -> None:
+                 ndim: int | None = None, context_dim: int | None = None,
+                 average_weights: bool = False) -> None:
         super().__init__(name=name)
         self.term_weights = dict(terms or {"loss": 1.0})
         self.term_means = [keras.metrics.Mean(name=key) for key in self.term_weights]
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
         self.ndim = ndim
+        self.context_dim = context_dim
         self.average_weights = bool(average_weights)
         self.weight_average: WeightAverage | None = None
         # Under a strategy every replica returns the same logs (metric results are reduced
@@ -99,10 +104,20 @@ class Trainer(keras.Model):
         if self.average_weights:
             self.weight_average = WeightAverage(self.trainable_variables)
 
-    def loss_terms(self, x: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-        """The per-example losses of batch ``x``, each of shape ``(n_k,)``, keyed as
-        ``terms``."""
+    def loss_terms(self, x: Any, training: bool) -> dict[str, tf.Tensor]:
+        """The per-example losses of batch ``x`` (:meth:`model_inputs`), each of shape
+        ``(n_k,)``, keyed as ``terms``."""
         raise NotImplementedError
+
+    def model_inputs(self, data: Any) -> Any:
+        """What a batch from Keras's data pipeline is for the model: the points, or for a
+        conditional trainer the pair ``(points, context)`` (Keras carries the context where
+        it would carry labels)."""
+        if isinstance(data, tuple) and len(data) == 1:
+            data = data[0]
+        if self.context_dim is None:
+            return data[0] if isinstance(data, tuple) else data
+        return data[0], data[1]
 
     def state_variables(self) -> list[tf.Variable]:
         """Every variable a training step changes, besides the optimizer's and the weight
@@ -151,23 +166,14 @@ class Trainer(keras.Model):
         if loss is not None:
             raise TypeError(f"{type(self).__name__} trains on its own loss; compile() takes "
                             "no `loss` (and fit() takes no labels).")
-        check_tf_keras(optimizer, "optimizer")
-        strategy = self.distribute_strategy
-        if kwargs.get("jit_compile") and strategy.num_replicas_in_sync > 1 and any(
-                "CPU" in device.upper() for device in strategy.extended.worker_devices):
-            raise ValueError("jit_compile=True does not work with replicas on CPU devices: XLA "
-                             "cannot read a variable placed on another CPU device. Compile "
-                             "without jit_compile, or train on GPUs.")
-        for name in ("metrics", "weighted_metrics"):
-            for metric in kwargs.get(name) or []:
-                check_tf_keras(metric, name)
+        check_compile_args(optimizer, self.distribute_strategy, kwargs)
         super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
                         **kwargs)
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimiser step on the weighted loss of one batch; counts it in
         ``skipped_steps`` if it is not finite (the NaN guard undoes it)."""
-        x = data[0] if isinstance(data, tuple) else data
+        x = self.model_inputs(data)
         variables = self.trainable_variables
         # Under a strategy the optimizer sums the replicas' gradients: scale each by 1/R.
         replica = tf.distribute.get_replica_context()
@@ -196,11 +202,13 @@ class Trainer(keras.Model):
         return self._logs()
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x = data[0] if isinstance(data, tuple) else data
-        terms = self.loss_terms(x, training=False)
+        terms = self.loss_terms(self.model_inputs(data), training=False)
         for metric, key in zip(self.term_means, self.term_weights):
             metric.update_state(terms[key])
         return self._logs()
+
+    def predict_step(self, data: Any) -> tf.Tensor:
+        return self(self.model_inputs(data), training=False)
 
     def make_train_function(self, force: bool = False) -> Callable:
         """The function ``fit`` calls once per execution: ``steps_per_execution`` training
@@ -228,12 +236,11 @@ class Trainer(keras.Model):
                                        jit_compile=bool(self.jit_compile))
         return self.test_function
 
-    def _steps_per_call(self) -> int:
-        variable = private_api.steps_per_execution(self)
-        return 1 if variable is None else int(variable.numpy())
-
-    def _check_input(self, x: Any, name: str, batch_size: int | None) -> Any:
-        return check_input(x, self.ndim, name, batch_size)
+    def _check_input(self, x: Any, context: Any, name: str, batch_size: int | None
+                     ) -> tuple[Any, Any]:
+        if context is not None and self.context_dim is None and not hasattr(self, "bijector"):
+            raise ValueError(f"A {type(self).__name__} takes no context.")
+        return check_input(x, self.ndim, name, batch_size, context, self.context_dim)
 
     def _rollback_state(self) -> list[tf.Variable]:
         state = [*self.state_variables(), *optimizer_variables(self.optimizer)]
@@ -241,23 +248,28 @@ class Trainer(keras.Model):
             state += self.weight_average.averages
         return state
 
-    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> keras.callbacks.History:
-        """Train on data ``x``; same options as ``keras.Model.fit``.
+    def fit(self, x: Any = None, y: Any = None, *, context: Any = None, **kwargs: Any
+            ) -> keras.callbacks.History:
+        """Train on data ``x`` (and its ``context``, for a conditional flow); same options as
+        ``keras.Model.fit``.
 
-        The data (``x`` and ``validation_data``) is checked: arrays, lists, tensors and
-        DataFrames first, for shape ``(n, ndim)``, real numbers, at least one row, no NaN or
-        infinity; a ``tf.data.Dataset`` when passed (element dtype and shape) and then batch
-        by batch (width, NaN or infinity: a ``ValueError`` names the batch and the epoch).
-        A data set of single points is batched by ``batch_size`` (Keras's 32 by default).
-        Callbacks are checked before any step (:func:`nfbook.keras_checks.check_callbacks`).
+        The data (``x``, ``context`` and ``validation_data``) is checked: arrays, lists,
+        tensors and DataFrames first (shape, real numbers, at least one row, no NaN or
+        infinity); a ``tf.data.Dataset`` when passed (element dtype and shape) and then batch
+        by batch (a ``ValueError`` names the batch and the epoch). A data set of single points
+        is batched by ``batch_size`` (Keras's 32). Callbacks are checked before any step
+        (:func:`nfbook.keras_checks.check_callbacks`).
 
         Parameters
         ----------
         x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
             Training data, shape ``(n, ndim)`` (a data set yields batches of points, or
-            single points).
+            single points; for a conditional flow, ``(x, context)`` pairs of them).
         y : None
             Must stay ``None``: there are no labels.
+        context : array-like, optional
+            A conditional flow's context, shape ``(n, context_dim)``; its
+            ``validation_data`` is then ``(x_val, context_val)``.
         **kwargs
             Any option of ``keras.Model.fit`` (``epochs``, ``batch_size``,
             ``validation_data``, ``callbacks``...).
@@ -282,25 +294,26 @@ class Trainer(keras.Model):
         """
         if y is not None:
             raise TypeError(f"{type(self).__name__}.fit(x) takes no labels. Drop the `y` "
-                            "argument.")
+                            "argument (a conditional flow takes `context=`).")
         if not self.trainable_variables:
             raise ValueError(f"This {type(self).__name__} has no trainable variables, so fit() "
                              "would train nothing. Build the flow from tf_keras layers "
                              "(nfbook builders do).")
         if self.optimizer is None:
             raise RuntimeError("Call compile() before fit().")
-        x = self._check_input(x, "x", kwargs.get("batch_size"))
+        x, context = self._check_input(x, context, "x", kwargs.get("batch_size"))
         validation = kwargs.get("validation_data")
         if validation is not None:
             validation = kwargs["validation_data"] = check_validation(
                 validation, self.ndim,
-                kwargs.get("validation_batch_size") or kwargs.get("batch_size"))
+                kwargs.get("validation_batch_size") or kwargs.get("batch_size"),
+                self.context_dim)
         callbacks = check_callbacks(kwargs.get("callbacks"))
         with self.distribute_strategy.scope():
             build_optimizer(self.optimizer, self.trainable_variables)
         if self.weight_average is not None:  # before the user's, who see the averaged weights
             callbacks.insert(0, AverageWeightsEachEpoch(self.weight_average))
-        guard = RollBackOnNonFinite(self._rollback_state, self._steps_per_call)
+        guard = RollBackOnNonFinite(self._rollback_state, lambda: steps_per_call(self))
         kwargs["callbacks"] = [guard, *callbacks]
         unknown = not size_known(x, kwargs.get("steps_per_epoch")) or (
             validation is not None
@@ -312,8 +325,8 @@ class Trainer(keras.Model):
             return done[-1] + 2 if done else first_epoch
 
         try:
-            with self._one_step_per_call_if(unknown), data_errors(epoch):
-                history = super().fit(x, **kwargs)
+            with one_step_per_call_if(self, unknown), data_errors(epoch):
+                history = super().fit(x, context, **kwargs)  # the context as Keras's y
         finally:  # Keras drops its cached validation data only if fit ends normally
             private_api.drop_cached_validation(self)
         guard.raise_if_stopped(
@@ -322,7 +335,8 @@ class Trainer(keras.Model):
             else "the moving average of the weights")
         return history
 
-    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+    def evaluate(self, x: Any = None, y: Any = None, *, context: Any = None, **kwargs: Any
+                 ) -> Any:
         """The mean loss on ``x`` (the mean NLL in nats, for a :class:`nfbook.FlowModel`).
 
         Parameters
@@ -330,7 +344,9 @@ class Trainer(keras.Model):
         x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
             Data, shape ``(n, ndim)``, checked as in :meth:`fit`.
         y : None
-            Ignored (no labels); kept for Keras's signature.
+            Must stay ``None`` (no labels); kept for Keras's signature.
+        context : array-like, optional
+            A conditional flow's context, shape ``(n, context_dim)``.
         **kwargs
             Any option of ``keras.Model.evaluate`` (``batch_size``, ``verbose``...).
 
@@ -344,20 +360,25 @@ class Trainer(keras.Model):
         ValueError, TypeError
             On bad data, as in :meth:`fit`.
         """
-        x = self._check_input(x, "x", kwargs.get("batch_size"))
-        # inside fit (validation), fit reports a bad batch with its epoch
-        errors = (contextlib.nullcontext() if kwargs.get("_use_cached_eval_dataset")
-                  else data_errors())
-        with self._one_step_per_call_if(not size_known(x, kwargs.get("steps"))), errors:
+        cached = kwargs.get("_use_cached_eval_dataset")  # fit's validation, checked by fit
+        if y is not None and not cached:
+            raise TypeError(f"{type(self).__name__}.evaluate(x) takes no labels. Drop the `y` "
+                            "argument (a conditional flow takes `context=`).")
+        if not cached:  # the context travels as Keras's y
+            x, y = self._check_input(x, context, "x", kwargs.get("batch_size"))
+        errors = contextlib.nullcontext() if cached else data_errors()  # fit's has the epoch
+        with one_step_per_call_if(self, not size_known(x, kwargs.get("steps"))), errors:
             return super().evaluate(x, y, **kwargs)
 
-    def predict(self, x: Any, **kwargs: Any) -> Any:
+    def predict(self, x: Any, *, context: Any = None, **kwargs: Any) -> Any:
         """The model's output (:math:`\\log p(x)` for a flow) for every row, in batches.
 
         Parameters
         ----------
         x : array-like, pandas.DataFrame, tf.data.Dataset or keras.utils.Sequence
             Data, shape ``(n, ndim)``, checked as in :meth:`fit`.
+        context : array-like, optional
+            A conditional flow's context, shape ``(n, context_dim)``.
         **kwargs
             Any option of ``keras.Model.predict`` (``batch_size``, ``verbose``...).
 
@@ -371,21 +392,6 @@ class Trainer(keras.Model):
         ValueError, TypeError
             On bad data, as in :meth:`fit`.
         """
-        x = self._check_input(x, "x", kwargs.get("batch_size"))
-        with self._one_step_per_call_if(not size_known(x, kwargs.get("steps"))), data_errors():
-            return super().predict(x, **kwargs)
-
-    @contextlib.contextmanager
-    def _one_step_per_call_if(self, condition: bool) -> Iterator[None]:
-        """Run one step per call while inside, if ``condition``: Keras refuses
-        ``steps_per_execution > 1`` on data whose number of batches it cannot tell."""
-        variable = private_api.steps_per_execution(self)
-        if not condition or variable is None or int(variable.numpy()) == 1:
-            yield
-            return
-        saved = int(variable.numpy())
-        variable.assign(1)
-        try:
-            yield
-        finally:
-            variable.assign(saved)
+        x, context = self._check_input(x, context, "x", kwargs.get("batch_size"))
+        with one_step_per_call_if(self, not size_known(x, kwargs.get("steps"))), data_errors():
+            return super().predict(x if context is None else (x, context), **kwargs)

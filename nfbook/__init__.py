@@ -1,6 +1,6 @@
 """nfbook: normalizing flows with TensorFlow Probability, the companion library of the book."""
 
-from nfbook import animation, data, plot, reverse_kl, timing
+from nfbook import animation, conditional, data, plot, reverse_kl, timing
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
 from nfbook.continuous import ffjord
 from nfbook.flow_check import FlowCheckError, check_flow
@@ -21,6 +21,7 @@ __all__ = [
     "animation",
     "batch_norm_mode",
     "check_flow",
+    "conditional",
     "data",
     "ffjord",
     "glue",

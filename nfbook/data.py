@@ -27,7 +27,8 @@ def _rng(seed: Any) -> np.random.Generator:
     return np.random.default_rng(check_positive_int("seed", seed, 0))
 
 
-def moons(n: int, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+def moons(n: int, noise: float = 0.05, seed: int = 0, *, labels: bool = False
+          ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""Two interleaving half circles: scikit-learn's ``make_moons`` as float32.
 
     The upper moon is :math:`(\cos t, \sin t)` and the lower one
@@ -44,11 +45,15 @@ def moons(n: int, noise: float = 0.05, seed: int = 0) -> np.ndarray:
         Standard deviation of the Gaussian noise, ``>= 0``.
     seed : int
         Random seed, ``>= 0``.
+    labels : bool
+        Also return which moon each point comes from (the context of a conditional flow).
 
     Returns
     -------
     numpy.ndarray
         Shape ``(n, 2)``, float32, within about ``[-1, 2] x [-0.5, 1]`` for small noise.
+    numpy.ndarray
+        With ``labels=True``: shape ``(n,)``, int32, 0 for the upper moon and 1 for the lower.
 
     Raises
     ------
@@ -68,11 +73,12 @@ def moons(n: int, noise: float = 0.05, seed: int = 0) -> np.ndarray:
     n = check_positive_int("n", n, 1)
     noise = check_real("noise", noise)
     seed = check_positive_int("seed", seed, 0)
-    x, _ = make_moons(n, noise=noise, random_state=seed)
-    return x.astype(np.float32)
+    x, moon = make_moons(n, noise=noise, random_state=seed)
+    return (x.astype(np.float32), moon.astype(np.int32)) if labels else x.astype(np.float32)
 
 
-def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000) -> np.ndarray:
+def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000, *,
+                   moon: int | None = None) -> np.ndarray:
     r"""Exact log-density of the data :func:`moons` draws from, as the number of points grows.
 
     Each moon is a half circle of radius one traversed at uniform angle, chosen with
@@ -83,7 +89,10 @@ def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000) -> np.nd
         + \mathcal{N}(x; b(t), \sigma^2 I)\right] dt,
 
     with :math:`a(t) = (\cos t, \sin t)` and :math:`b(t) = (1 - \cos t, 1/2 - \sin t)`. The
-    integral is the midpoint rule over ``num_angles`` angles, in log space.
+    integral is the midpoint rule over ``num_angles`` angles, in log space. With ``moon`` it is
+    the density of one moon, :math:`p(x \mid 0) = \frac1\pi \int_0^\pi
+    \mathcal{N}(x; a(t), \sigma^2 I)\,dt` (and :math:`b` for moon 1), the conditional density
+    given :func:`moons`'s label.
 
     Parameters
     ----------
@@ -93,11 +102,13 @@ def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000) -> np.nd
         The noise :math:`\sigma > 0`.
     num_angles : int
         Quadrature points per moon.
+    moon : {0, 1}, optional
+        Give the density of that moon alone.
 
     Returns
     -------
     numpy.ndarray
-        ``log p(x)``, shape ``(n,)``, float64.
+        ``log p(x)`` (or ``log p(x | moon)``), shape ``(n,)``, float64.
 
     Examples
     --------
@@ -109,8 +120,11 @@ def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000) -> np.nd
     noise = check_real("noise", noise, positive=True)
     num_angles = check_positive_int("num_angles", num_angles, 1)
     t = (np.arange(num_angles) + 0.5) * np.pi / num_angles
-    centres = np.concatenate([np.stack([np.cos(t), np.sin(t)], axis=1),
-                              np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)])
+    arcs = [np.stack([np.cos(t), np.sin(t)], axis=1),
+            np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)]
+    if moon not in (None, 0, 1):
+        raise ValueError(f"`moon` must be None, 0 (upper) or 1 (lower), got {moon!r}.")
+    centres = np.concatenate(arcs if moon is None else arcs[moon:moon + 1])
     log_norm = -np.log(2.0 * np.pi * noise**2) - np.log(len(centres))
     out = np.empty(len(points))
     for start in range(0, len(points), 1000):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 __all__ = ["FlowCheckError", "FlowCheckReport", "check_flow"]
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfbook.checks import check_positive_int, check_real
+from nfbook.conditional import bijector_kwargs
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -116,10 +118,12 @@ def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _integral(bijector: tfb.Bijector, ndim: int, rng: np.random.Generator,
-              resolution: int) -> tuple[float, float, np.ndarray]:
+              resolution: int, kwargs: Callable[[int], dict[str, Any]]
+              ) -> tuple[float, float, np.ndarray]:
     """The integral of the flow's density over a box around a sample of it, the fraction of
     the sample in the box (what the integral should be), and the box's corners."""
-    sample = _numpy(bijector.forward(_fresh(rng.standard_normal((20_000, ndim)))), 20_000)
+    sample = _numpy(bijector.forward(_fresh(rng.standard_normal((20_000, ndim))),
+                                     **kwargs(20_000)), 20_000)
     low, high = np.quantile(sample, [0.0005, 0.9995], axis=0)
     low, high = low - 0.5 * (high - low), high + 0.5 * (high - low)
     inside = float(np.mean(np.all((sample >= low) & (sample <= high), axis=1)))
@@ -128,7 +132,8 @@ def _integral(bijector: tfb.Bijector, ndim: int, rng: np.random.Generator,
     grid = np.stack([m.ravel() for m in np.meshgrid(*mids, indexing="ij")], axis=-1)
     distribution = tfd.TransformedDistribution(
         tfd.MultivariateNormalDiag(tf.zeros(ndim)), bijector)
-    log_q = np.concatenate([_numpy(distribution.log_prob(_fresh(chunk)), len(chunk))
+    log_q = np.concatenate([_numpy(distribution.log_prob(
+        _fresh(chunk), bijector_kwargs=kwargs(len(chunk))), len(chunk))
                             for chunk in np.array_split(grid, max(1, len(grid) // 20_000))])
     cell = float(np.prod([a[1] - a[0] for a in axes]))
     density = np.where(np.isnan(log_q), 0.0, np.exp(log_q))  # NaN: outside the image of f
@@ -137,7 +142,7 @@ def _integral(bijector: tfb.Bijector, ndim: int, rng: np.random.Generator,
 
 def check_flow(bijector: tfb.Bijector, ndim: int, *, num_points: int = 256, seed: int = 0,
                atol: float = 1e-4, log_det_atol: float = 1e-3, integral_atol: float = 0.02,
-               resolution: int | None = None) -> FlowCheckReport:
+               resolution: int | None = None, context: Any = None) -> FlowCheckReport:
     r"""Check that ``bijector`` is a valid flow on :math:`\mathbb{R}^D` (see the module).
 
     Parameters
@@ -160,6 +165,10 @@ def check_flow(bijector: tfb.Bijector, ndim: int, *, num_points: int = 256, seed
         fraction of samples in it (checks 6, for ``ndim`` 1 and 2).
     resolution : int, optional
         Grid cells per axis for the integral: 4,000 in one dimension, 300 in two by default.
+    context : array-like, optional
+        For a conditional flow (:mod:`nfbook.conditional`), one context, shape ``(k,)`` or
+        ``(1, k)``: every check is made on the flow :math:`f_c` of that context. Call once per
+        context of interest.
 
     Returns
     -------
@@ -199,16 +208,33 @@ def check_flow(bijector: tfb.Bijector, ndim: int, *, num_points: int = 256, seed
                                              ("integral_atol", integral_atol)])
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((num_points, ndim)).astype(np.float32)
+    if context is not None:
+        context = np.asarray(context, dtype=np.float32)
+        if context.ndim not in (1, 2) or (context.ndim == 2 and len(context) != 1):
+            raise ValueError(f"`context` must be one context, shape (k,) or (1, k), got shape "
+                             f"{context.shape}; call check_flow once per context.")
+        context = context.reshape(1, -1)
 
-    x = _numpy(bijector.forward(_fresh(z)), num_points)
+    def kwargs(rows: int) -> dict[str, Any]:  # the context of `rows` points, TFP's way
+        if context is None:
+            return {}
+        return bijector_kwargs(bijector, tf.constant(np.repeat(context, rows, axis=0)))
+
+    def forward(points: np.ndarray) -> np.ndarray:
+        return _numpy(bijector.forward(_fresh(points), **kwargs(len(points))), len(points))
+
+    def inverse(points: np.ndarray) -> np.ndarray:
+        return _numpy(bijector.inverse(_fresh(points), **kwargs(len(points))), len(points))
+
+    x = forward(z)
     if x.shape != z.shape:
         raise ValueError(f"forward maps base points of shape {z.shape} to shape {x.shape}: "
                          f"a flow for ndim={ndim} must keep the shape (n, {ndim}).")
-    forward_log_det = _numpy(bijector.forward_log_det_jacobian(_fresh(z), event_ndims=1),
-                             num_points)
-    z_back = _numpy(bijector.inverse(_fresh(x)), num_points)
-    inverse_log_det = _numpy(bijector.inverse_log_det_jacobian(_fresh(x), event_ndims=1),
-                             num_points)
+    forward_log_det = _numpy(bijector.forward_log_det_jacobian(
+        _fresh(z), event_ndims=1, **kwargs(num_points)), num_points)
+    z_back = inverse(x)
+    inverse_log_det = _numpy(bijector.inverse_log_det_jacobian(
+        _fresh(x), event_ndims=1, **kwargs(num_points)), num_points)
     for name, value in [("forward(z)", x), ("forward_log_det_jacobian(z)", forward_log_det),
                         ("inverse(forward(z))", z_back),
                         ("inverse_log_det_jacobian(forward(z))", inverse_log_det)]:
@@ -219,10 +245,8 @@ def check_flow(bijector: tfb.Bijector, ndim: int, *, num_points: int = 256, seed
 
     forward_then_inverse = _worst("forward then inverse", "inverse(forward(z)) differs from z",
                                   _relative(z_back, z), z, atol)
-    x_other = _numpy(bijector.forward(_fresh(rng.standard_normal((num_points, ndim)))),
-                     num_points)
-    x_back = _numpy(bijector.forward(_fresh(_numpy(bijector.inverse(_fresh(x_other)),
-                                                   num_points))), num_points)
+    x_other = forward(rng.standard_normal((num_points, ndim)))
+    x_back = forward(inverse(x_other))
     inverse_then_forward = _worst(
         "inverse then forward", "forward(inverse(x)) differs from x (point on the data side)",
         _relative(x_back, x_other), x_other, atol)
@@ -231,7 +255,7 @@ def check_flow(bijector: tfb.Bijector, ndim: int, *, num_points: int = 256, seed
     z_tape = _fresh(z[:checked])
     with tf.GradientTape() as tape:
         tape.watch(z_tape)
-        x_tape = bijector.forward(z_tape)
+        x_tape = bijector.forward(z_tape, **kwargs(checked))
     sign, log_abs_det = (np.asarray(v, np.float64) for v in tf.linalg.slogdet(
         tf.cast(tape.batch_jacobian(x_tape, z_tape), tf.float64)))
     _worst("invertible Jacobian", "the autodiff Jacobian of forward is singular",
@@ -251,7 +275,7 @@ def check_flow(bijector: tfb.Bijector, ndim: int, *, num_points: int = 256, seed
     if ndim <= 2:
         cells = resolution or (4000 if ndim == 1 else 300)
         integral, expected, box = _integral(bijector, ndim, rng, check_positive_int(
-            "resolution", cells, minimum=10))
+            "resolution", cells, minimum=10), kwargs)
         if not abs(integral - expected) <= integral_atol:  # also an infinite integral
             raise FlowCheckError(
                 "density integrates to one",

@@ -311,3 +311,15 @@ def test_reverse_kl_and_flow_matching_take_no_context(conditional):
         matching.fit(X, context=C, epochs=1, verbose=0)
     with pytest.raises(TypeError, match="takes no labels"):
         conditional.evaluate(X, C)
+
+
+@pytest.mark.parametrize("builder", ["maf", "nsf"])
+def test_check_flow_checks_a_conditional_flow_at_one_context(builder):
+    flow = random_flow(builder, 2, 1, seed=4)
+    for context in ([0.5], [[-1.0]]):
+        report = nfbook.check_flow(flow, 2, context=context, num_points=64)
+        assert abs(report.integral - report.expected_integral) < 0.02
+    with pytest.raises(ValueError, match="one context, shape \\(k,\\) or \\(1, k\\)"):
+        nfbook.check_flow(flow, 2, context=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="conditional_input"):
+        nfbook.check_flow(flow, 2)  # the flow needs its context

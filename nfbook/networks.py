@@ -220,7 +220,11 @@ class AutoregressiveAffine(keras.layers.Layer):
     With ``context_dim=k`` the network is conditional, :math:`\mu(x_{<i}, c)` and
     :math:`s(x_{<i}, c)` for a context :math:`c \in \mathbb{R}^k` passed as
     ``conditional_input`` (TFP's conditional MADE: every layer adds a dense map of
-    :math:`c`, unmasked, since the context may reach every output).
+    :math:`c`, unmasked, since the context may reach every output). The map of :math:`c` into
+    the output layer starts at zero, so that the context enters the shifts and scales through
+    the hidden layers only, and gradually: with a random start there, a small conditional MAF
+    fitting :math:`x = (c, -2c) + 0.2\,\varepsilon` was 0.11 and 1.34 nats from the floor
+    after 15 epochs (two seeds), against 0.023 to 0.038 (three seeds) from zero.
 
     Parameters
     ----------
@@ -274,8 +278,10 @@ class AutoregressiveAffine(keras.layers.Layer):
 
     def build(self, input_shape: tf.TensorShape) -> None:
         self.made.build(input_shape)
-        masked, _ = made_weights(self.made, self.context_dim is not None)
+        masked, context_kernels = made_weights(self.made, self.context_dim is not None)
         spread_biases(masked)
+        for kernel in context_kernels[-1:]:  # the context's map into the output layer
+            kernel.assign(tf.zeros_like(kernel))
         super().build(input_shape)
 
     def call(self, x: tf.Tensor, conditional_input: tf.Tensor | None = None

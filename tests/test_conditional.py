@@ -106,19 +106,19 @@ def test_nfbook_and_tfp_routes_give_the_same_density_and_the_context_matters(bui
     assert np.abs(model.log_prob(x, context=c + 1.0).numpy() - ours).max() > 1e-2
 
 
-@pytest.mark.parametrize("builder", ["maf", "realnvp", "nsf"])
+@pytest.mark.parametrize("builder", ["maf", "realnvp"])
 def test_a_conditional_flow_learns_a_gaussian_of_known_entropy(builder):
-    nfbook.set_seed(0)
-    x, c = gaussian_pairs(4000, seed=0)
+    nfbook.set_seed(1)
+    x, c = gaussian_pairs(2000, seed=0)
     x_val, c_val = gaussian_pairs(2000, seed=1)
     model = nfbook.FlowModel(BUILDERS[builder](2, 1), ndim=2)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    history = model.fit(x, context=c, validation_data=(x_val, c_val), epochs=20,
+    history = model.fit(x, context=c, validation_data=(x_val, c_val), epochs=15,
                         batch_size=128, verbose=0)
     entropy = np.log(2 * np.pi * np.e * 0.2**2)
     assert history.history["val_loss"][-1] == pytest.approx(
         model.evaluate(x_val, context=c_val, verbose=0), abs=1e-5)
-    assert model.evaluate(x_val, context=c_val, verbose=0) < entropy + 0.1
+    assert model.evaluate(x_val, context=c_val, verbose=0) < entropy + 0.05
     # samples follow their context: the mean of x given c = 1 is (1, -2)
     samples = model.sample(2000, seed=0, context=[[1.0]]).numpy()
     np.testing.assert_allclose(samples.mean(axis=0), [1.0, -2.0], atol=0.1)
@@ -317,7 +317,7 @@ def test_reverse_kl_and_flow_matching_take_no_context(conditional):
 def test_check_flow_checks_a_conditional_flow_at_one_context(builder):
     flow = random_flow(builder, 2, 1, seed=4)
     for context in ([0.5], [[-1.0]]):
-        report = nfbook.check_flow(flow, 2, context=context, num_points=64)
+        report = nfbook.check_flow(flow, 2, context=context, num_points=64, resolution=150)
         assert abs(report.integral - report.expected_integral) < 0.02
     with pytest.raises(ValueError, match="one context, shape \\(k,\\) or \\(1, k\\)"):
         nfbook.check_flow(flow, 2, context=np.zeros((3, 1)))

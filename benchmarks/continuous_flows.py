@@ -1,9 +1,9 @@
-"""Chapters 9 and 10's comparison: FFJORD (maximum likelihood) against flow matching.
+"""Chapters 10 and 11's comparison: FFJORD (maximum likelihood) against flow matching.
 
 Every model learns the same kind of vector field on the moons of chapter 5, with the recipes of
-the chapters: FFJORD as in chapter 9 (``nfbook.ffjord(2, hidden_units=(64, 64),
+the chapters: FFJORD as in chapter 10 (``nfbook.ffjord(2, hidden_units=(64, 64),
 time_features=4)`` in standardised coordinates, 14 epochs of batches of 128, Adam from 1e-2
-with a cosine decay and gradients clipped to norm 1); flow matching as in chapter 10 (a field
+with a cosine decay and gradients clipped to norm 1); flow matching as in chapter 11 (a field
 of three layers of 128 units, ``time_features=4``, Adam from 1e-2 with a cosine decay, 20 steps
 per compiled call), with independent pairs for 8,000 steps and with optimal-transport pairs in
 blocks of 64 for 6,000.
@@ -55,7 +55,7 @@ def _steps(epochs: int, batch_size: int) -> int:
 
 
 def train_ffjord() -> tuple[Callable, Callable, int, float]:
-    """Chapter 9's FFJORD: its field, its precise log-density, steps and seconds."""
+    """Chapter 10's FFJORD: its field, its precise log-density, steps and seconds."""
     standardize = tfb.Chain([tfb.Shift(LOC), tfb.Scale(SCALE)])
     ode = nfbook.ffjord(2, hidden_units=(64, 64), time_features=4)
     model = nfbook.FlowModel(tfb.Chain([standardize, ode]), ndim=2)
@@ -74,7 +74,7 @@ def train_ffjord() -> tuple[Callable, Callable, int, float]:
 
 
 def train_flow_matching(coupling: str) -> tuple[Callable, Callable, int, float]:
-    """Chapter 10's flow-matching model with independent or optimal-transport pairs."""
+    """Chapter 11's flow-matching model with independent or optimal-transport pairs."""
     extra = {"ot_block_size": 64} if coupling == "ot" else {}
     model = nfbook.FlowMatching(2, hidden_units=(128, 128, 128), time_features=4, loc=LOC,
                                 scale=SCALE, coupling=coupling, **extra)

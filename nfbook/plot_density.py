@@ -66,8 +66,9 @@ def _not_2d(model: Any) -> str | None:
     return f"event shape {dims}"
 
 
-def _log_prob_fn(model: Any) -> Callable[[np.ndarray], Any]:
-    """The ``log_prob`` of a 2-D ``model`` (its method, or ``model`` itself if a callable)."""
+def _log_prob_fn(model: Any, context: Any = None) -> Callable[[np.ndarray], Any]:
+    """The ``log_prob`` of a 2-D ``model`` (its method, or ``model`` itself if a callable);
+    given one ``context`` row, that of a conditional model at that context."""
     problem = _not_2d(model)
     if problem is not None:
         raise ValueError(
@@ -76,6 +77,12 @@ def _log_prob_fn(model: Any) -> Callable[[np.ndarray], Any]:
             f"samples instead, e.g. `plot.samples(model.sample(2000)[:, :2])`."
         )
     log_prob = getattr(model, "log_prob", None)
+    if context is not None:
+        if getattr(model, "context_dim", None) is None:
+            raise ValueError(f"A `context` was given, but this {type(model).__name__} is not "
+                             "a conditional nfbook.FlowModel.")
+        row = np.asarray(context, dtype=np.float32).reshape(1, -1)
+        return lambda points: log_prob(points, context=np.repeat(row, len(points), axis=0))
     if callable(log_prob):
         return log_prob
     if callable(model):
@@ -91,6 +98,7 @@ def density_grid(
     extent: Sequence[float] = (-3.0, 3.0, -3.0, 3.0),
     resolution: int = 200,
     batch_size: int = 20000,
+    context: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Evaluate a density on the centres of a ``resolution x resolution`` grid of cells.
 
@@ -115,6 +123,9 @@ def density_grid(
         Cells per side :math:`r`, ``>= 2``.
     batch_size : int
         Points per ``log_prob`` call, ``>= 1``; bounds the memory used.
+    context : array-like, optional
+        For a conditional :class:`nfbook.FlowModel`, the one context (shape ``(k,)`` or
+        ``(1, k)``) at which to evaluate :math:`p(x \mid c)`.
 
     Returns
     -------
@@ -146,7 +157,7 @@ def density_grid(
     >>> bool(abs(p.sum() * cell_area - 1) < 1e-3)
     True
     """
-    fn = _log_prob_fn(log_prob)
+    fn = _log_prob_fn(log_prob, context)
     xmin, xmax, ymin, ymax = check_extent(extent)
     resolution = check_positive_int("resolution", resolution, 2)
     batch_size = check_positive_int("batch_size", batch_size, 1)
@@ -193,6 +204,7 @@ def density(
     cmap: str = "viridis",
     vmax: float | None = None,
     colorbar: bool = True,
+    context: Any = None,
 ) -> Axes:
     r"""Show the density :math:`p(x) = \exp \log p(x)` as an image over ``extent``.
 
@@ -217,6 +229,9 @@ def density(
         Density at the top of the colour scale, ``> 0``; higher values saturate.
     colorbar : bool
         Draw a colour bar beside ``ax`` (reachable as ``ax.images[0].colorbar``).
+    context : array-like, optional
+        For a conditional model, the context of the density shown, as in
+        :func:`density_grid`.
 
     Returns
     -------
@@ -237,7 +252,7 @@ def density(
     """
     limits = check_extent(extent)
     top = None if vmax is None else check_real("vmax", vmax, positive=True)
-    _, _, p = density_grid(model_or_distribution, limits, resolution)
+    _, _, p = density_grid(model_or_distribution, limits, resolution, context=context)
     ax = new_axes(ax)
     image = _draw(p, limits, ax, cmap, _peak(p) if top is None else top)
     if colorbar:

@@ -323,3 +323,21 @@ def test_check_flow_checks_a_conditional_flow_at_one_context(builder):
         nfbook.check_flow(flow, 2, context=np.zeros((3, 1)))
     with pytest.raises(ValueError, match="conditional_input"):
         nfbook.check_flow(flow, 2)  # the flow needs its context
+
+
+def test_density_plots_take_the_context_of_a_conditional_flow(conditional, unconditional):
+    import matplotlib.pyplot as plt
+
+    from nfbook.plot_density import density_grid
+
+    context = [0.3, -0.2]
+    _, yy, p = density_grid(conditional, resolution=20, context=context)
+    xx = np.stack([_.ravel(), yy.ravel()], axis=1)
+    expected = np.exp(conditional.log_prob(xx, context=np.tile(context, (400, 1))))
+    np.testing.assert_allclose(p.ravel(), expected, rtol=1e-5)
+    ax = nfbook.plot.density(conditional, resolution=20, context=[context])
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="not a conditional nfbook.FlowModel"):
+        density_grid(unconditional, resolution=20, context=context)
+    with pytest.raises(ValueError, match=MISSING):
+        density_grid(conditional, resolution=20)

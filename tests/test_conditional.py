@@ -136,6 +136,8 @@ def test_fit_takes_tf_data_pairs_and_single_point_pairs():
     model.fit(points, epochs=1, batch_size=128, verbose=0)
     assert model.evaluate(x, context=c, verbose=0) == pytest.approx(
         model.evaluate(batches, verbose=0), abs=1e-4)
+    np.testing.assert_allclose(model.predict(batches, verbose=0),
+                               model.log_prob(x, context=c), atol=1e-5)
 
 
 def test_sample_takes_one_context_per_sample_or_one_for_all():

@@ -1,6 +1,6 @@
 """nfbook: normalizing flows with TensorFlow Probability, the companion library of the book."""
 
-from nfbook import animation, conditional, data, plot, reverse_kl, timing
+from nfbook import animation, conditional, data, plot, reverse_kl, timing, toy_densities
 from nfbook.bijectors import affine, batch_norm_mode, iaf, maf, nice, permute, realnvp
 from nfbook.continuous import ffjord
 from nfbook.flow_check import FlowCheckError, check_flow
@@ -36,6 +36,7 @@ __all__ = [
     "reverse_kl",
     "set_seed",
     "timing",
+    "toy_densities",
 ]
 
 __version__ = "0.2.0"

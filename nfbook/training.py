@@ -131,7 +131,10 @@ class Trainer(keras.Model):
         return [*self.term_means, self.skipped_steps]
 
     def _logs(self) -> dict[str, tf.Tensor]:
-        means = [metric.result() for metric in self.term_means]
+        # an epoch without one finite step logs NaN, not Keras's 0 (every replica counts the
+        # same steps: the NaN guard's flag is all-reduced)
+        means = [tf.where(metric.count > 0, metric.result(), float("nan"))
+                 for metric in self.term_means]
         total = tf.add_n([w * m for w, m in zip(self.term_weights.values(), means)])
         if len(means) == 1:
             return {"loss": total}

@@ -188,3 +188,13 @@ def test_the_grappler_block_restores_the_options_after_an_error():
             assert context.context().function_call_options is not before
             raise RuntimeError("an error inside the block")
     assert context.context().function_call_options is before
+
+
+def test_an_epoch_without_a_finite_step_logs_nan_not_zero():
+    flow = tfp.bijectors.MaskedAutoregressiveFlow(
+        tfp.bijectors.AutoregressiveNetwork(params=2, hidden_units=[16]))  # unbounded scales
+    model = nfbook.FlowModel(flow, ndim=2)
+    model.compile()
+    with pytest.raises(nfbook.NonFiniteLossError, match="epoch 1"):
+        model.fit(1000 * nfbook.data.moons(512), epochs=1, verbose=0)
+    assert np.isnan(model.history.history["loss"][0])

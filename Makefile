@@ -76,7 +76,7 @@ test: venv chromium
 	@echo "==> [1/6] ruff check"
 	$(BIN)/ruff check .
 	@echo "==> [2/6] library unit tests and doctests"
-	$(PYTEST) tests nfbook --doctest-modules --ignore=tests/test_book_pages.py
+	$(MAKE) --no-print-directory unit
 	@echo "==> [3/6] nbval: execute every notebook, failing asserts and exceptions fail"
 	$(MAKE) --no-print-directory nbval
 	@echo "==> [4/6] build the book from the notebooks nbval executed"

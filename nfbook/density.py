@@ -123,17 +123,17 @@ def _affine_inverse(y: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor | None
     return (y - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
 
 
-def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor, context: Any
+def _maf_inverse(bijector: tfb.MaskedAutoregressiveFlow, y: tf.Tensor, kwargs: dict[str, Any]
                  ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
     network = private_api.shift_and_log_scale_fn(bijector)
     if not isinstance(network, AutoregressiveAffine) or private_api.event_ndims(bijector) != 1:
         return None
     _check_width(bijector, y, network.ndim)
-    shift, log_scale = network(y, **bijector_kwargs(bijector, context))
+    shift, log_scale = network(y, **kwargs)
     return _affine_inverse(y, shift, log_scale)
 
 
-def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor, context: Any
+def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor, kwargs: dict[str, Any]
                       ) -> tuple[tf.Tensor, tf.Tensor | None] | None:
     network = private_api.shift_and_log_scale_fn(bijector)
     masked = private_api.num_masked(bijector)
@@ -141,7 +141,7 @@ def _coupling_inverse(bijector: tfb.RealNVP, y: tf.Tensor, context: Any
         return None
     _check_width(bijector, y, masked + network.output_units)
     y0, y1 = y[..., :masked], y[..., masked:]
-    shift, log_scale = network(y0, network.output_units, **bijector_kwargs(bijector, context))
+    shift, log_scale = network(y0, network.output_units, **kwargs)
     x1, log_det = _affine_inverse(y1, shift, log_scale)
     return tf.concat([y0, x1], axis=-1), log_det
 
@@ -214,9 +214,9 @@ def _inverse_and_terms(bijector: tfb.Bijector, y: tf.Tensor, context: Any
     if fused is not None:
         return fused
     if isinstance(bijector, tfb.MaskedAutoregressiveFlow):
-        fused = _maf_inverse(bijector, y, context)
+        fused = _maf_inverse(bijector, y, kwargs)
     elif isinstance(bijector, tfb.RealNVP):
-        fused = _coupling_inverse(bijector, y, context)
+        fused = _coupling_inverse(bijector, y, kwargs)
     if fused is not None:
         return fused
     return (bijector.inverse(y, **kwargs),

@@ -10,14 +10,14 @@ during the run weighs on every row alike.
 The data's entropy, the floor of any held-out NLL, is computed here too.
 
 With ``--zuko-python``, the same run also trains the PyTorch library zuko's MAF of the same
-size (``zuko_maf.py``, in the Python environment given, which needs PyTorch and zuko but not
-TensorFlow), on the same split and under the same clock.
+size (``other_libraries.py``, in the Python environment given, which needs PyTorch and zuko
+but not TensorFlow; ``requirements-others.txt``), on the same split and under the same clock.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/moons.py --seeds 0 1 2
-    python -m venv .zuko && .zuko/bin/pip install torch zuko numpy
-    .venv/bin/python benchmarks/moons.py --seeds 0 1 2 --zuko-python .zuko/bin/python
+    python3.11 -m venv .others    # then install as benchmarks/requirements-others.txt says
+    .venv/bin/python benchmarks/moons.py --seeds 0 1 2 --zuko-python .others/bin/python
 
 A second look at a few rows, in a table of its own (the classic code always runs, as the
 reference of the speed-ups)::
@@ -127,14 +127,18 @@ def train_nfbook(builder: Callable[[], tfb.Bijector], batch_size: int, learning_
                  train: np.ndarray, test: np.ndarray, seed: int, max_epochs: int,
                  max_seconds: float, cosine: bool = False,
                  steps_per_execution: int = 100, fused: bool = False,
-                 clip: float | None = None) -> Run:
+                 clip: float | None = None,
+                 context: tuple[np.ndarray, np.ndarray] | None = None,
+                 average_weights: bool = True) -> Run:
     """nfbook's recipe: FlowModel (weight averaging on, 100 steps per compiled call by
     default), Adam; with ``cosine`` the learning rate decays to zero over ``max_epochs``;
     with ``fused``, tf_keras's legacy Adam (one fused kernel per variable, the default of
     ``FlowModel.compile``) instead of ``keras.optimizers.Adam``; with ``clip``, every
-    batch's gradients scaled down to a global norm of at most ``clip``."""
+    batch's gradients scaled down to a global norm of at most ``clip``; with ``context``
+    (training and held-out), a conditional flow; with ``average_weights=False``, plain
+    weights (no moving average)."""
     nfbook.set_seed(seed)
-    model = nfbook.FlowModel(builder(), ndim=2)
+    model = nfbook.FlowModel(builder(), ndim=2, average_weights=average_weights)
     rate: float | keras.optimizers.schedules.LearningRateSchedule = learning_rate
     if cosine:
         steps = max_epochs * int(np.ceil(len(train) / batch_size))
@@ -142,24 +146,37 @@ def train_nfbook(builder: Callable[[], tfb.Bijector], batch_size: int, learning_
     adam = keras.optimizers.legacy.Adam if fused else keras.optimizers.Adam
     model.compile(optimizer=adam(rate, global_clipnorm=clip),
                   steps_per_execution=steps_per_execution)
-    held_out = tf.constant(test)
+    held_out = tf.constant(test) if context is None else (tf.constant(test),
+                                                          tf.constant(context[1]))
     score = tf.function(lambda: -tf.reduce_mean(model(held_out)))
     run = Run()
     model.fit(train, batch_size=batch_size, epochs=max_epochs, verbose=0,
-              callbacks=[_Timer(lambda: float(score()), run, max_seconds)])
+              callbacks=[_Timer(lambda: float(score()), run, max_seconds)],
+              **({} if context is None else {"context": context[0]}))
     return run
+
+
+def run_other(python: str, split: str, batch_size: int, learning_rate: float, seed: int,
+              max_seconds: float, library: str = "zuko", flow: str = "maf",
+              threads: int | None = None) -> dict:
+    """A flow of zuko, normflows or flowjax through ``other_libraries.py`` in the interpreter
+    ``python`` (a fresh process per seed, as every nfbook run pays its own tracing), on
+    ``threads`` compute threads (None: the framework's default); the worker's record (``nll``,
+    ``seconds``, ``parameters``, ``versions``)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "other_libraries.py")
+    output = subprocess.run(
+        [python, script, "--library", library, "--flow", flow, "--data", split,
+         "--seed", str(seed), "--batch-size", str(batch_size),
+         "--learning-rate", str(learning_rate), "--budget", str(max_seconds),
+         *([] if threads is None else ["--threads", str(threads)])],
+        check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def train_zuko(python: str, split: str, batch_size: int, learning_rate: float, seed: int,
                max_seconds: float) -> Run:
-    """zuko's MAF through ``zuko_maf.py`` in the interpreter ``python`` (a fresh process per
-    seed, as every nfbook run pays its own tracing)."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zuko_maf.py")
-    output = subprocess.run(
-        [python, script, "--data", split, "--seed", str(seed), "--batch-size", str(batch_size),
-         "--learning-rate", str(learning_rate), "--budget", str(max_seconds)],
-        check=True, capture_output=True, text=True).stdout
-    record = json.loads(output.strip().splitlines()[-1])
+    """zuko's MAF (``run_other``)."""
+    record = run_other(python, split, batch_size, learning_rate, seed, max_seconds)
     return Run(nll=record["nll"], seconds=record["seconds"])
 
 

@@ -1,15 +1,18 @@
 r"""One-pass log-density of a flow: each network evaluated once per layer.
 
-TFP computes :math:`\log p(x) = \log p_z(f^{-1}(x)) + \log|\det J_{f^{-1}}(x)|` through two
-separate calls, ``bijector.inverse(x)`` and ``bijector.inverse_log_det_jacobian(x)``, and a
+The flow equation is :math:`\log p(x) = \log p_z(z) + \log|\det J_{f^{-1}}(x)|` with
+:math:`z = f^{-1}(x)`. TFP's ``TransformedDistribution.log_prob`` computes it with two separate
+calls, ``bijector.inverse(x)`` and then ``bijector.forward_log_det_jacobian(z)`` at the base
+point (equal to minus the inverse log-determinant at :math:`x`), and a
 ``MaskedAutoregressiveFlow`` or ``RealNVP`` layer runs its network in each. For the affine layers
 nfbook builds, :func:`inverse_and_log_det` takes both from one network pass, which halves the
 network work of a training step and about halves the graph that TensorFlow traces. Two more
 shortcuts keep that graph small: a ``tfb.Permute`` on the last axis is a gather whose gradient is
 the inverse gather (:func:`permute_last_axis`), and the standard normal base has a closed-form
-log-density (:func:`standard_normal_log_prob`). Any other bijector goes through TFP's own two
-calls, so the result is always TFP's density, up to float rounding. A conditional flow's
-context reaches every layer that reads one (:func:`nfbook.conditional.bijector_kwargs`).
+log-density (:func:`standard_normal_log_prob`). Any other bijector goes through its own
+``inverse`` and ``inverse_log_det_jacobian``, so for a correct bijector the result is TFP's
+density, up to float rounding. A conditional flow's context reaches every layer that reads one
+(:func:`nfbook.conditional.bijector_kwargs`).
 """
 
 from __future__ import annotations

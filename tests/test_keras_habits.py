@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 import tf_keras as keras
 
 import nfbook
@@ -222,3 +223,16 @@ def test_check_model_path_takes_any_other_name():
     assert check_model_path(os.path.join("a.keras", "m.nfbook")).endswith("m.nfbook")
     with pytest.raises(ValueError, match=r"`filepath` 'M.KERAS' ends in \.keras"):
         check_model_path("M.KERAS")
+
+
+@pytest.mark.filterwarnings("ignore:`tf.layers.dense` is deprecated:UserWarning")
+def test_a_tf1_template_network_is_not_tracked_by_a_keras_model():
+    """Chapter 7's claim: TFP's ``real_nvp_default_template`` keeps its variables in a
+    ``tf.compat.v1.make_template``, so a Keras model around it lists none of them and ``fit``
+    would not train them."""
+    template = tfp.bijectors.real_nvp_default_template([8])
+    flow = tfp.bijectors.RealNVP(num_masked=1, shift_and_log_scale_fn=template)
+    model = nfbook.FlowModel(flow, ndim=2)
+    model.log_prob(np.zeros((4, 2), np.float32))  # the template makes its variables here
+    assert len(template.trainable_variables) > 0
+    assert len(model.trainable_variables) == 0

@@ -96,27 +96,26 @@ def nfbook_system(builder: Callable[[], tfp.bijectors.Bijector], task: Task,
                   batch_size: int, learning_rate: float, max_epochs: int,
                   budget: float) -> Callable[[int], Result]:
     """A seed's run of ``FlowModel(builder())`` on ``task`` (``moons.train_nfbook``)."""
+    parameters = nfbook.FlowModel(builder(), ndim=2).count_params()  # the same for every seed
 
     def run(seed: int) -> Result:
         trained = train_nfbook(builder, batch_size, learning_rate, task.train, task.test, seed,
                                max_epochs, budget, context=task.context, average_weights=False)
-        nfbook.set_seed(seed)
-        parameters = sum(int(np.prod(v.shape)) for v in nfbook.FlowModel(
-            builder(), ndim=2).trainable_weights)
         return Result(Run([v + task.offset for v in trained.nll], trained.seconds), parameters)
 
     return run
 
 
 def other_system(python: str, library: str, flow: str, task: Task, batch_size: int,
-                 learning_rate: float, budget: float,
+                 learning_rate: float, max_epochs: int, budget: float,
                  threads: int | None) -> Callable[[int], Result]:
     """A seed's run of ``library``'s ``flow`` on ``task`` (``moons.run_other``)."""
     split = task.save()
 
     def run(seed: int) -> Result:
         record = run_other(python, split, batch_size, learning_rate, seed, budget,
-                           library=library, flow=flow, threads=threads)
+                           library=library, flow=flow, threads=threads,
+                           max_epochs=max_epochs)
         return Result(Run([v + task.offset for v in record["nll"]], record["seconds"]),
                       record["parameters"])
 
@@ -179,7 +178,8 @@ def main() -> None:
             builders[task, flow], tasks[task], *recipe, args.max_epochs, args.budget)
         for library in args.libraries:
             systems[task, flow, library] = other_system(
-                args.others_python, library, flow, tasks[task], *recipe, args.budget, threads)
+                args.others_python, library, flow, tasks[task], *recipe, args.max_epochs,
+                args.budget, threads)
     # Seed by seed, every system in turn: a change in the machine's pace during the run
     # weighs on every row alike.
     results: dict[tuple[str, str, str], list[Result]] = {key: [] for key in systems}

@@ -29,7 +29,7 @@ import tf_keras as keras  # noqa: E402
 
 import nfbook  # noqa: E402
 
-from report import fmt, median, write  # noqa: E402
+from report import fmt, median, median_range, write  # noqa: E402
 
 tfb = tfp.bijectors
 
@@ -106,7 +106,7 @@ def main() -> None:
     for name in args.models:
         nlls = [nll for nll, _ in results[name]]
         seconds = median([s for _, s in results[name]])
-        lines.append(f"| {name} | {fmt(median(nlls), 3)} [{min(nlls):.3f}, {max(nlls):.3f}] | "
+        lines.append(f"| {name} | {median_range(nlls)} | "
                      f"{fmt(median(nlls) - entropy, 3)} | {fmt(seconds, 0)} |")
     write(args.report, lines)
 

@@ -38,7 +38,7 @@ import tf_keras as keras  # noqa: E402
 import nfbook  # noqa: E402
 from nfbook.optimal_transport import wasserstein2  # noqa: E402
 
-from report import median, write  # noqa: E402
+from report import median_range, write  # noqa: E402
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -142,11 +142,6 @@ def main() -> None:
             print(f"  seed {seed} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
                   flush=True)
 
-    def cell(values: list[float], digits: int) -> str:
-        if len(values) == 1 or min(values) == max(values):
-            return f"{median(values):.{digits}f}"
-        return f"{median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
-
     lines = [
         f"Medians over seeds {args.seeds}, range in brackets; the moons' entropy (the floor of "
         f"the NLL) is {nfbook.data.moons_entropy():.3f} nats, and E|x1 - x0| for random pairs "
@@ -156,7 +151,7 @@ def main() -> None:
         "| --- | " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for name, rows in results.items():
-        lines.append(f"| {name} | " + " | ".join(cell([r[c] for r in rows], d)
+        lines.append(f"| {name} | " + " | ".join(median_range([r[c] for r in rows], d)
                                                  for c, d in COLUMNS) + " |")
     write(args.report, lines)
 

@@ -48,7 +48,7 @@ from moons import Run, run_other, train_nfbook  # noqa: E402
 
 import nfbook  # noqa: E402
 
-from report import fmt, median, write  # noqa: E402
+from report import fmt, median, median_range, write  # noqa: E402
 
 THRESHOLD = 0.60
 LIBRARIES = ("zuko", "normflows", "flowjax")
@@ -133,15 +133,6 @@ def versions(python: str) -> list[tuple[str, str]]:
     return ours + [tuple(line.split(" ", 1)) for line in others]
 
 
-def _range(values: list[float | None], digits: int) -> str:
-    """Median with min and max, e.g. "0.352 [0.350, 0.360]"; a run that never reached the
-    mark counts as infinitely late."""
-    finite = [v for v in values if v is not None]
-    spread = (f" [{min(finite):.{digits}f}, {max(finite):.{digits}f}]"
-              if len(finite) == len(values) and len(values) > 1 else "")
-    return fmt(median(values), digits) + spread
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -223,15 +214,15 @@ def main() -> None:
         if task == "moons":
             lines.append(
                 f"| {library} | {flow.upper()} | {size} | {fmt(per_epoch, 3)} "
-                f"| {_range([r.run.first_epoch_at(THRESHOLD) for r in runs], 0)} "
-                f"| {_range([r.run.seconds_at(THRESHOLD) for r in runs], 1)} "
-                f"| {_range(best, 3)} |")
+                f"| {median_range([r.run.first_epoch_at(THRESHOLD) for r in runs], 0)} "
+                f"| {median_range([r.run.seconds_at(THRESHOLD) for r in runs], 1)} "
+                f"| {median_range(best, 3)} |")
         else:
             epochs = median([sum(t <= args.budget for t in r.run.seconds) for r in runs])
             gap = median(best)
             conditional_lines.append(
                 f"| {library} | {size} | {fmt(per_epoch, 3)} | {fmt(epochs, 0)} "
-                f"| {_range(best, 3)} "
+                f"| {median_range(best, 3)} "
                 f"| {fmt(None if gap is None else gap - conditional_entropy, 3)} |")
     write(args.report, lines)
     write(f"{args.report}_conditional", conditional_lines)

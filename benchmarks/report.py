@@ -32,6 +32,17 @@ def fmt(value: float | None, digits: int = 1, cap: int | None = None) -> str:
     return f"{value:.{digits}f}"
 
 
+def median_range(values: list[float | None], digits: int = 3) -> str:
+    """A table cell: the median over seeds, then the min and max in brackets, e.g.
+    "0.352 [0.350, 0.360]". The brackets are left out for a single value, for equal values, and
+    when a run never reached the mark (None, counted as infinitely late by :func:`median`)."""
+    cell = fmt(median(values), digits)
+    finite = [v for v in values if v is not None]
+    if len(finite) == len(values) > 1 and min(finite) != max(finite):
+        cell += f" [{min(finite):.{digits}f}, {max(finite):.{digits}f}]"
+    return cell
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -21,7 +21,6 @@ __all__ = [
     "own_trainable_weights",
     "plain_graph_model",
     "shift_and_log_scale_fn",
-    "spline_bins",
     "step_counter",
     "steps_per_execution",
     "sublayers",
@@ -173,8 +172,3 @@ def bijector_fn(bijector: tfb.Bijector) -> Any:
     """The function of a TFP MAF or RealNVP bijector built with ``bijector_fn`` (else
     ``None``); not exposed."""
     return getattr(bijector, "_bijector_fn", None)
-
-
-def spline_bins(spline: tfb.RationalQuadraticSpline, y: tf.Tensor) -> Any:
-    """The knots of the bin of each ``y``, found as TFP's own inverse finds them."""
-    return spline._compute_shared(y=y)

@@ -161,6 +161,10 @@ class ReverseKL(Trainer):
         self.seeds = tf.random.Generator.from_seed(seed)
         self.data = None if data is None else tf.constant(data, dtype=tf.float32)
 
+    @property
+    def graph_optimizer(self) -> bool:
+        return self.flow_model.graph_optimizer
+
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self.flow_model(x)
 

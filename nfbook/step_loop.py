@@ -19,6 +19,7 @@ def step_loop(
     steps_per_execution: tf.Variable,
     counter: tf.Variable,
     jit_compile: bool = False,
+    graph_optimizer: bool = False,
 ) -> Callable[[Any], dict[str, tf.Tensor]]:
     """A compiled function that runs ``step`` on up to ``steps_per_execution`` batches.
 
@@ -31,10 +32,14 @@ def step_loop(
     that ends inside an execution ends the loop there; an execution that finds no batch at
     all raises the iterator's ``OutOfRangeError``, which tells Keras that the epoch is over.
 
-    The function runs without TensorFlow's graph optimizer, Grappler
+    By default the function runs without TensorFlow's graph optimizer, Grappler
     (:func:`nfbook.private_api.without_graph_optimizer`): its rewriting of a step of many small
-    operations takes part of the first epoch and does not make later steps faster. The rows
-    "Grappler off" and "on" of ``benchmarks/results/training_speed.md`` give the gain.
+    operations takes part of the first epoch and does not make later steps of a discrete flow
+    faster (the rows "Grappler off" and "on" of ``benchmarks/results/training_speed.md``). A
+    step that solves an ODE is different: its solver loop evaluates the network many times,
+    the rewritten evaluations are faster, and FFJORD's later epochs are shorter with Grappler
+    on although its first epoch is longer (``benchmarks/results/ode_grappler.md``), so such a
+    model passes ``graph_optimizer=True``.
 
     Parameters
     ----------
@@ -49,6 +54,8 @@ def step_loop(
         Incremented once per step (Keras's ``_train_counter`` or ``_test_counter``).
     jit_compile : bool
         Compile ``step`` with XLA.
+    graph_optimizer : bool
+        Keep Grappler on for the function.
 
     Returns
     -------
@@ -83,6 +90,8 @@ def step_loop(
         return logs()
 
     compiled = tf.function(run, autograph=False, reduce_retracing=True)
+    if graph_optimizer:
+        return compiled
 
     def run_without_grappler(iterator: Any) -> dict[str, tf.Tensor]:
         with private_api.without_graph_optimizer():

@@ -81,6 +81,7 @@ class Trainer(keras.Model):
     """What becomes non-finite, for the NaN guard's message."""
     advice = "Standardise the data or lower the learning rate."
     """What the user may do about a non-finite loss."""
+    graph_optimizer = False  # keep Grappler in the step loop (nfbook.step_loop.step_loop)
 
     def __init__(self, *, name: str, terms: dict[str, float] | None = None,
                  ndim: int | None = None, context_dim: int | None = None,
@@ -221,10 +222,7 @@ class Trainer(keras.Model):
             return self.train_function
         if not private_api.plain_graph_model(self):
             return super().make_train_function(force)
-        self.train_function = step_loop(self.train_step, self._logs,
-                                        private_api.steps_per_execution(self),
-                                        private_api.step_counter(self, "train"),
-                                        jit_compile=bool(self.jit_compile))
+        self.train_function = self._step_loop(self.train_step, "train")
         return self.train_function
 
     def make_test_function(self, force: bool = False) -> Callable:
@@ -233,11 +231,13 @@ class Trainer(keras.Model):
             return self.test_function
         if not private_api.plain_graph_model(self):
             return super().make_test_function(force)
-        self.test_function = step_loop(self.test_step, self._logs,
-                                       private_api.steps_per_execution(self),
-                                       private_api.step_counter(self, "test"),
-                                       jit_compile=bool(self.jit_compile))
+        self.test_function = self._step_loop(self.test_step, "test")
         return self.test_function
+
+    def _step_loop(self, step: Callable, kind: str) -> Callable:
+        return step_loop(step, self._logs, private_api.steps_per_execution(self),
+                         private_api.step_counter(self, kind), jit_compile=bool(self.jit_compile),
+                         graph_optimizer=self.graph_optimizer)
 
     def _check_input(self, x: Any, context: Any, name: str, batch_size: int | None
                      ) -> tuple[Any, Any]:

@@ -179,6 +179,26 @@ def test_the_step_loop_calls_its_function_without_grappler(monkeypatch):
     assert len(entered) == 3  # two epochs of 8 batches, one call each, then one evaluation
 
 
+def test_a_flow_with_an_ode_keeps_grappler_in_its_step_loop(monkeypatch):
+    entered = []
+    real = nfbook.private_api.without_graph_optimizer
+
+    def recording():
+        entered.append(1)
+        return real()
+
+    monkeypatch.setattr(nfbook.private_api, "without_graph_optimizer", recording)
+    ode = nfbook.ffjord(2, hidden_units=(8,))
+    chained = nfbook.FlowModel(tfp.bijectors.Chain([tfp.bijectors.Scale(2.0), ode]), ndim=2)
+    assert nfbook.FlowModel(ode, ndim=2).graph_optimizer and chained.graph_optimizer
+    assert not nfbook.FlowModel(nfbook.maf(2, hidden_units=(8,)), ndim=2).graph_optimizer
+    chained.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = chained.fit(DATA[:256], batch_size=128, epochs=2, verbose=0)
+    chained.fit_reverse_kl(lambda x: -0.5 * tf.reduce_sum(x**2, axis=-1), epochs=1,
+                           steps_per_epoch=2, batch_size=64, verbose=0)
+    assert entered == [] and np.all(np.isfinite(history.history["loss"]))
+
+
 def test_the_grappler_block_restores_the_options_after_an_error():
     from tensorflow.python.eager import context
 

@@ -23,32 +23,21 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-import tf_keras as keras  # noqa: E402
 
 import nfbook  # noqa: E402
 
+from continuous_flows import X_TRAIN, ffjord_model  # noqa: E402
 from report import write  # noqa: E402
-
-tfb = tfp.bijectors
 
 
 class WithoutGrappler(nfbook.FlowModel):
     graph_optimizer = False
 
 
-def build(model_class: type, x: np.ndarray, total_epochs: int, batch_size: int
-          ) -> nfbook.FlowModel:
-    """Chapter 10's FFJORD: standardised moons, a 64-64 field with 4 time features, Adam 1e-2
-    with a cosine decay over ``total_epochs``, gradients clipped at norm 1."""
+def build(model_class: type, epochs: int, batch_size: int) -> nfbook.FlowModel:
+    """Chapter 10's FFJORD (``continuous_flows.ffjord_model``) from seed 0."""
     nfbook.set_seed(0)
-    standardize = tfb.Chain([tfb.Shift(x.mean(axis=0)), tfb.Scale(x.std(axis=0))])
-    ode = nfbook.ffjord(2, hidden_units=(64, 64), time_features=4)
-    model = model_class(tfb.Chain([standardize, ode]), ndim=2)
-    steps = total_epochs * int(np.ceil(len(x) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(1e-2, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
-    return model
+    return ffjord_model(epochs, batch_size, model_class)
 
 
 def main() -> None:
@@ -56,17 +45,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=14, help="chapter 10 trains 14")
     parser.add_argument("--report", default="ode_grappler")
     args = parser.parse_args()
-    x = nfbook.data.moons(10000, seed=0)
     batch_size = 128
-    ways = {"on": build(nfbook.FlowModel, x, args.epochs, batch_size),
-            "off": build(WithoutGrappler, x, args.epochs, batch_size)}
+    ways = {"on": build(nfbook.FlowModel, args.epochs, batch_size),
+            "off": build(WithoutGrappler, args.epochs, batch_size)}
     assert ways["on"].graph_optimizer and not ways["off"].graph_optimizer
     seconds: dict[str, list[float]] = {way: [] for way in ways}
     losses: dict[str, float] = {}
     for epoch in range(args.epochs):
         for way, model in ways.items():
             start = time.perf_counter()
-            history = model.fit(x, initial_epoch=epoch, epochs=epoch + 1,
+            history = model.fit(X_TRAIN, initial_epoch=epoch, epochs=epoch + 1,
                                 batch_size=batch_size, verbose=0)
             seconds[way].append(time.perf_counter() - start)
             losses[way] = history.history["loss"][-1]

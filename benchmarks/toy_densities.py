@@ -76,7 +76,7 @@ def _flow_matching(loc: np.ndarray, scale: np.ndarray) -> keras.Model:
 
 RECIPES: dict[str, Recipe] = {
     "MAF": Recipe(_flow_model(lambda: nfbook.maf(2, num_layers=5)), 60, 256, 2e-3),
-    # twice the depth: about RealNVP's training time
+    # twice the depth, the recipe otherwise the same
     "MAF, 10 layers": Recipe(_flow_model(lambda: nfbook.maf(2, num_layers=10)), 60, 256, 2e-3),
     "RealNVP": Recipe(_flow_model(lambda: nfbook.realnvp(2, num_layers=8)), 60, 256, 2e-3),
     "NSF": Recipe(_flow_model(lambda: nfbook.nsf(2)), 40, 256, 2e-3),

@@ -113,9 +113,11 @@ def nsf(
     standard deviations up to 2 is fitted visibly worse.) :math:`K = 8`
     bins and 4 layers (each coordinate transformed by two coupling layers in two dimensions)
     fit the two moons as closely as 6 layers or 16 bins do in the same number of epochs, with
-    the smaller graph to trace. Data with thin structure need finer bins: on standardised
-    concentric rings, ``num_bins=32, bound=4.0`` comes far closer to the floor than the
-    defaults in the same epochs (the toy-density table of the benchmark page).
+    the smaller graph to trace. Data with thin structure or sharp edges need finer bins: on
+    the five toy sets of the benchmark page, ``num_bins=32`` on the default interval comes
+    within 0.08 nats of the floor on every set (medians of 3 seeds), where the defaults leave
+    0.52 nats on thin concentric rings and 0.12 on a checkerboard; on the smooth moons the
+    default bins stay a little closer, and 32 bins take about 1.5 times the seconds.
 
     Parameters
     ----------

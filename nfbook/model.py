@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from nfbook import density, private_api
+from nfbook import density
 from nfbook.checks import check_data, check_positive_int
 from nfbook.conditional import bijector_kwargs, context_dim_of
 from nfbook.flow_weights import FlowWeights, keras_layers
@@ -175,9 +175,8 @@ class FlowModel(FlowWeights, Trainer):
     def graph_optimizer(self) -> bool:
         """Whether the step loop keeps Grappler: for a flow with an ODE (``tfb.FFJORD``), whose
         solver evaluates the network many times a step (:func:`nfbook.step_loop.step_loop`)."""
-        def is_ode(module: object) -> bool:
-            return isinstance(module, tfb.FFJORD)
-        return is_ode(self._bijector) or bool(private_api.flatten_modules(self._bijector, is_ode))
+        return any(isinstance(module, tfb.FFJORD)
+                   for module in (self._bijector, *self._bijector.submodules))
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:

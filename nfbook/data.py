@@ -136,22 +136,20 @@ def moons_log_prob(x: Any, noise: float = 0.05, num_angles: int = 2000, *,
     return out + log_norm
 
 
-def moons_entropy(noise: float = 0.05, n: int = 20000, seed: int = 12345) -> float:
-    r"""Monte Carlo estimate of the differential entropy of the moons data, in nats.
+def moons_entropy(noise: float = 0.05) -> float:
+    r"""Differential entropy of the moons data, in nats, by quadrature.
 
-    :math:`H = -\mathbb{E}_{x \sim p}[\log p(x)]`, averaged over ``n`` points of
-    :func:`moons` scored by :func:`moons_log_prob`. No model's expected held-out NLL can be
-    below it, since NLL :math:`= H + \mathrm{KL}(p \,\|\, p_\theta) \geq H`. With
-    ``noise=0.05`` it is about 0.29 nats (standard error about 0.007 for ``n=20000``).
+    :math:`H = -\int p \log p \, dx`, with :math:`p` from :func:`moons_log_prob`, summed on
+    a grid of spacing :math:`\sigma/2` over the arcs' box padded by :math:`8\sigma` (where
+    :math:`p` is negligible), the arcs resolved at angle steps of :math:`\sigma/4`: accurate
+    to about :math:`10^{-4}`; the cost grows as :math:`\sigma^{-3}` (0.3 s at
+    :math:`\sigma = 0.05`). No model's expected held-out NLL can be below it, since NLL
+    :math:`= H + \mathrm{KL}(p \,\|\, p_\theta) \geq H`.
 
     Parameters
     ----------
     noise : float
-        Noise level of the data.
-    n : int
-        Number of Monte Carlo points.
-    seed : int
-        Seed of the Monte Carlo points.
+        The noise :math:`\sigma > 0` of the data.
 
     Returns
     -------
@@ -159,10 +157,16 @@ def moons_entropy(noise: float = 0.05, n: int = 20000, seed: int = 12345) -> flo
 
     Examples
     --------
-    >>> 0.25 < moons_entropy(n=2000) < 0.33
-    True
+    >>> round(moons_entropy(), 3)
+    0.289
     """
-    return float(-np.mean(moons_log_prob(moons(n, noise=noise, seed=seed), noise=noise)))
+    noise = check_real("noise", noise, positive=True)
+    step, pad = noise / 2, 8 * noise
+    xx, yy = np.meshgrid(np.arange(-1.0 - pad, 2.0 + pad + step, step),
+                         np.arange(-0.5 - pad, 1.0 + pad + step, step))
+    log_p = moons_log_prob(np.stack([xx.ravel(), yy.ravel()], axis=1), noise=noise,
+                           num_angles=int(np.ceil(4 * np.pi / noise)))
+    return float(-np.sum(np.exp(log_p) * log_p) * step**2)
 
 
 def rings(

@@ -131,9 +131,12 @@ def test_moons_log_prob_is_a_normalised_density_that_fits_the_data():
     assert np.mean(moons_log_prob(data)) > np.mean(moons_log_prob(data + [0.0, 0.3])) + 5.0
 
 
-def test_moons_entropy_is_near_its_known_value_and_seed_stable():
-    from nfbook.data import moons_entropy
+def test_moons_entropy_matches_a_monte_carlo_estimate_of_many_points():
+    from nfbook.data import moons, moons_entropy, moons_log_prob
 
-    a, b = moons_entropy(n=4000, seed=0), moons_entropy(n=4000, seed=1)
-    assert 0.26 < a < 0.32 and abs(a - b) < 0.05
-    assert moons_entropy(noise=0.1, n=4000) > a + 0.5  # more noise, more entropy
+    entropy = moons_entropy()
+    log_p = moons_log_prob(moons(40000, seed=5))  # standard error about 0.0037
+    assert abs(-log_p.mean() - entropy) < 4 * log_p.std() / np.sqrt(log_p.size), entropy
+    assert moons_entropy(noise=0.1) > entropy + 0.5  # more noise, more entropy
+    with pytest.raises(ValueError, match="noise"):
+        moons_entropy(noise=0.0)

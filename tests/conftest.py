@@ -82,6 +82,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _notebook_seconds:
         return
     terminalreporter.section("seconds per notebook (cells executed by nbval)")
+    workers = terminalreporter.config.getoption("numprocesses", None) or 0
+    if workers > 1:
+        terminalreporter.write_line(f"{workers} notebooks at a time: each shared the CPU cores")
     for path, seconds in sorted(_notebook_seconds.items()):
         terminalreporter.write_line(f"{seconds:8.1f}  {path}")
     terminalreporter.write_line(f"{sum(_notebook_seconds.values()):8.1f}  total")

@@ -142,25 +142,30 @@ def moons_entropy(noise: float = 0.05) -> float:
     :math:`H = -\int p \log p \, dx`, with :math:`p` from :func:`moons_log_prob`, summed on
     a grid of spacing :math:`\sigma/2` over the arcs' box padded by :math:`8\sigma` (where
     :math:`p` is negligible), the arcs resolved at angle steps of :math:`\sigma/4`: accurate
-    to about :math:`10^{-4}`; the cost grows as :math:`\sigma^{-3}` (0.3 s at
-    :math:`\sigma = 0.05`). No model's expected held-out NLL can be below it, since NLL
-    :math:`= H + \mathrm{KL}(p \,\|\, p_\theta) \geq H`.
+    to about :math:`10^{-4}`, in a time that grows as :math:`\sigma^{-3}`. No model's expected
+    held-out NLL is below it: NLL :math:`= H + \mathrm{KL}(p \,\|\, p_\theta) \geq H`.
 
     Parameters
     ----------
     noise : float
-        The noise :math:`\sigma > 0` of the data.
+        The noise :math:`\sigma \geq 0.01` of the data.
 
     Returns
     -------
     float
+
+    Raises
+    ------
+    ValueError
+        If ``noise < 0.01``, where the grid takes minutes (average ``-moons_log_prob`` instead).
 
     Examples
     --------
     >>> round(moons_entropy(), 3)
     0.289
     """
-    noise = check_real("noise", noise, positive=True)
+    if (noise := check_real("noise", noise)) < 0.01:
+        raise ValueError(f"`noise` must be >= 0.01 (below, average -moons_log_prob), got {noise}.")
     step, pad = noise / 2, 8 * noise
     xx, yy = np.meshgrid(np.arange(-1.0 - pad, 2.0 + pad + step, step),
                          np.arange(-0.5 - pad, 1.0 + pad + step, step))

@@ -33,7 +33,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -158,19 +158,20 @@ def train_nfbook(builder: Callable[[], tfb.Bijector], batch_size: int, learning_
 
 def run_other(python: str, split: str, batch_size: int, learning_rate: float, seed: int,
               max_seconds: float, library: str = "zuko", flow: str = "maf",
-              threads: int | None = None, max_epochs: int | None = None) -> dict:
+              threads: int | None = None, max_epochs: int | None = None,
+              extra: Sequence[str] = ()) -> dict:
     """A flow of zuko, normflows or flowjax through ``other_libraries.py`` in the interpreter
     ``python`` (a fresh process per seed, as every nfbook run pays its own tracing), on
     ``threads`` compute threads (None: the framework's default), for at most ``max_epochs``
-    epochs (None: the worker's default); the worker's record (``nll``, ``seconds``,
-    ``parameters``, ``versions``)."""
+    epochs (None: the worker's default), with ``extra`` options (``--layers 5``...); the
+    worker's record (``nll``, ``seconds``, ``parameters``, ``versions``)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "other_libraries.py")
     output = subprocess.run(
         [python, script, "--library", library, "--flow", flow, "--data", split,
          "--seed", str(seed), "--batch-size", str(batch_size),
          "--learning-rate", str(learning_rate), "--budget", str(max_seconds),
          *([] if threads is None else ["--threads", str(threads)]),
-         *([] if max_epochs is None else ["--max-epochs", str(max_epochs)])],
+         *([] if max_epochs is None else ["--max-epochs", str(max_epochs)]), *extra],
         check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 

@@ -1,10 +1,11 @@
 """zuko, normflows and flowjax on a moons split, timed like nfbook: the other libraries' worker.
 
 It needs NumPy and PyTorch with zuko and normflows, or JAX with flowjax (no TensorFlow), so it
-runs in a Python environment of its own; ``moons.py --zuko-python PATH`` and ``libraries.py
---others-python PATH`` call it once per system and seed, and put its rows in their tables,
-measured in the same run as nfbook. Each library builds its standard class, of the size of
-nfbook's default flows:
+runs in a Python environment of its own; ``moons.py --zuko-python PATH``, ``libraries.py
+--others-python PATH`` and ``toy_libraries.py --others-python PATH`` call it once per system
+and seed, and put its rows in their tables, measured in the same run as nfbook. Each library
+builds its standard class, of the size of nfbook's default flows (``--layers`` changes the
+number of layers, ``--cosine`` decays the learning rate):
 
 - ``maf``: 3 affine MAF layers on MADE networks of two hidden layers of ``--width`` units,
   the order reversed between layers (``zuko.flows.MAF``, normflows'
@@ -92,7 +93,8 @@ def timed_epochs(epoch: Callable[[np.ndarray], None], score: Callable[[], float]
     return {"nll": nll, "seconds": seconds}
 
 
-def torch_flow(library: str, flow: str, context_dim: int, width: int) -> tuple[Any, Callable]:
+def torch_flow(library: str, flow: str, context_dim: int, width: int, num_layers: int
+               ) -> tuple[Any, Callable]:
     """A zuko or normflows flow on two dimensions and its ``log_prob(x, context)``.
 
     Parameters
@@ -105,6 +107,8 @@ def torch_flow(library: str, flow: str, context_dim: int, width: int) -> tuple[A
         Width of the context; 0 for an unconditional flow.
     width : int
         Hidden units per layer of each network.
+    num_layers : int
+        Number of flow layers.
 
     Returns
     -------
@@ -117,14 +121,14 @@ def torch_flow(library: str, flow: str, context_dim: int, width: int) -> tuple[A
 
         kind = zuko.flows.MAF if flow == "maf" else zuko.flows.NSF
         extra = {} if flow == "maf" else {"bins": BINS}
-        module = kind(features=2, context=context_dim, transforms=LAYERS[flow],
+        module = kind(features=2, context=context_dim, transforms=num_layers,
                       hidden_features=(width, width), **extra)
         return module, lambda x, c: module(c).log_prob(x)
     import normflows as nf
 
     context = context_dim or None
     layers = []
-    for _ in range(LAYERS[flow]):
+    for _ in range(num_layers):
         if flow == "maf":  # one plain block: hidden widths (width, width); with a context
             # normflows' MADE takes only residual blocks: (width, width, width), skip between
             layers.append(nf.flows.MaskedAffineAutoregressive(
@@ -144,17 +148,22 @@ def torch_flow(library: str, flow: str, context_dim: int, width: int) -> tuple[A
 
 def train_torch(library: str, flow: str, split: dict[str, np.ndarray], seed: int,
                 batch_size: int, learning_rate: float, max_epochs: int, max_seconds: float,
-                width: int, threads: int | None) -> dict:
-    """Train a zuko or normflows flow by maximum likelihood with Adam (``timed_epochs``), on
-    ``threads`` threads (None: PyTorch's default)."""
+                width: int, threads: int | None, layers: int, cosine: bool) -> dict:
+    r"""Train a zuko or normflows flow by maximum likelihood with Adam (``timed_epochs``), on
+    ``threads`` threads (None: PyTorch's default); with ``cosine``, the learning rate decays
+    as :math:`\eta_k = \eta_0 (1 + \cos(\pi k / K)) / 2` over the ``K`` steps of
+    ``max_epochs`` epochs (Keras's ``CosineDecay``)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     context_dim = split["train_context"].shape[1] if "train_context" in split else 0
-    module, log_prob = torch_flow(library, flow, context_dim, width)
+    module, log_prob = torch_flow(library, flow, context_dim, width, layers)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    total_steps = max_epochs * -(-len(split["train"]) // batch_size)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+                if cosine else None)
     x, x_test = torch.from_numpy(split["train"]), torch.from_numpy(split["test"])
     c = torch.from_numpy(split["train_context"]) if context_dim else None
     c_test = torch.from_numpy(split["test_context"]) if context_dim else None
@@ -165,6 +174,8 @@ def train_torch(library: str, flow: str, split: dict[str, np.ndarray], seed: int
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
 
     def score() -> float:
         with torch.no_grad():
@@ -178,7 +189,7 @@ def train_torch(library: str, flow: str, split: dict[str, np.ndarray], seed: int
 
 def train_flowjax(flow: str, split: dict[str, np.ndarray], seed: int, batch_size: int,
                   learning_rate: float, max_epochs: int, max_seconds: float, width: int,
-                  threads: int | None) -> dict:
+                  threads: int | None, layers: int, cosine: bool) -> dict:
     """Train a flowjax flow by maximum likelihood with optax's Adam, step by step as
     ``flowjax.train.fit_to_data`` does (``timed_epochs``); with ``threads=1``, XLA on one
     thread (set before JAX is imported)."""
@@ -205,9 +216,12 @@ def train_flowjax(flow: str, split: dict[str, np.ndarray], seed: int, batch_size
                    else RationalQuadraticSpline(knots=BINS - 1, interval=5.0))  # 8 bins
     dist = masked_autoregressive_flow(
         jax.random.key(seed), base_dist=Normal(jnp.zeros(2)), transformer=transformer,
-        cond_dim=context_dim, flow_layers=LAYERS[flow], nn_width=width, nn_depth=2)
+        cond_dim=context_dim, flow_layers=layers, nn_width=width, nn_depth=2)
     params, static = eqx.partition(dist, eqx.is_inexact_array,
                                    is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable))
+    if cosine:
+        steps = max_epochs * -(-len(split["train"]) // batch_size)
+        learning_rate = optax.cosine_decay_schedule(learning_rate, steps)
     optimizer = optax.adam(learning_rate)
     state = {"params": params, "opt_state": optimizer.init(params)}
     loss = MaximumLikelihoodLoss()
@@ -246,10 +260,15 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128, help="hidden units per layer")
     parser.add_argument("--threads", type=int, default=None,
                         help="compute threads (PyTorch; XLA: 1 only); default: the framework's")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="flow layers; default: 3 for the MAF, 4 for the NSF")
+    parser.add_argument("--cosine", action="store_true",
+                        help="decay the learning rate to 0 over --max-epochs (cosine)")
     args = parser.parse_args()
     split = dict(np.load(args.data))
     options = (split, args.seed, args.batch_size, args.learning_rate, args.max_epochs,
-               args.budget, args.width, args.threads)
+               args.budget, args.width, args.threads, args.layers or LAYERS[args.flow],
+               args.cosine)
     if args.library == "flowjax":
         record = train_flowjax(args.flow, *options)
     else:

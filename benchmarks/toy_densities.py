@@ -52,6 +52,13 @@ SETS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+def split(set_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A set's 10,000 training points (seed 0), 5,000 held-out points (seed 1) and the exact
+    log-density of each held-out point."""
+    x_train, x_test = SETS[set_name](10000, 0), SETS[set_name](5000, 1)
+    return x_train, x_test, toy_densities.log_prob(set_name, x_test)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one model is built and trained: epochs at ``--budget 1``, batch size, peak rate."""
@@ -154,8 +161,7 @@ def main() -> None:
         "| --- | --- | --- | " + " | ".join("---" for _ in args.models) + " |",
     ]
     for set_name in args.sets:
-        x_train, x_test = SETS[set_name](10000, 0), SETS[set_name](5000, 1)
-        log_p_test = toy_densities.log_prob(set_name, x_test)
+        x_train, x_test, log_p_test = split(set_name)
         floor, _ = toy_densities.entropy(set_name, n=200_000)
         print(f"{set_name}: entropy {floor:.3f}", flush=True)
         results: dict[str, list[tuple[float, float, float]]] = {m: [] for m in args.models}

@@ -34,9 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from libraries import Task  # noqa: E402
 from moons import run_other  # noqa: E402
-from toy_densities import RECIPES, SETS, run_one  # noqa: E402
-
-from nfbook import toy_densities  # noqa: E402
+from toy_densities import RECIPES, SETS, run_one, split  # noqa: E402
 
 from report import median, median_range, write  # noqa: E402
 
@@ -52,10 +50,10 @@ SYSTEMS = {
 
 
 def other_gap(python: str, library: str, flow: str, recipe: str, layers: int, task: Task,
-              split: str, mean_log_p: float, seed: int) -> tuple[float, float]:
+              split_path: str, mean_log_p: float, seed: int) -> tuple[float, float]:
     """Train another library's flow on the standardised ``task``; its gap and the seconds."""
     chosen = RECIPES[recipe]
-    record = run_other(python, split, chosen.batch_size, chosen.learning_rate, seed,
+    record = run_other(python, split_path, chosen.batch_size, chosen.learning_rate, seed,
                        max_seconds=float("inf"), library=library, flow=flow, threads=1,
                        max_epochs=chosen.epochs, extra=["--layers", str(layers), "--cosine"])
     nll = record["nll"][-1] + task.offset  # NLL of the data in its own units
@@ -84,10 +82,9 @@ def main() -> None:
         "| --- | " + " | ".join("---" for _ in args.systems) + " |",
     ]
     for set_name in args.sets:
-        x_train, x_test = SETS[set_name](10000, 0), SETS[set_name](5000, 1)
-        log_p_test = toy_densities.log_prob(set_name, x_test)
+        x_train, x_test, log_p_test = split(set_name)
         task = Task.standardised(x_train, x_test)
-        split = task.save()
+        split_path = task.save()
         results: dict[str, list[tuple[float | None, float]]] = {s: [] for s in args.systems}
         for seed in args.seeds:
             for system in args.systems:
@@ -97,7 +94,8 @@ def main() -> None:
                                               log_p_test, seed, 1.0)
                 else:
                     gap, seconds = other_gap(args.others_python, library, flow, recipe, layers,
-                                             task, split, float(log_p_test.mean()), seed)
+                                             task, split_path, float(log_p_test.mean()),
+                                             seed)
                 print(f"{set_name} {system} seed {seed}: gap "
                       f"{'stopped' if gap is None else f'{gap:.3f}'} in {seconds:.0f} s",
                       flush=True)

@@ -59,6 +59,18 @@ def split(set_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x_train, x_test, toy_densities.log_prob(set_name, x_test)
 
 
+def table_cell(gaps: list[float | None], seconds: list[float]) -> str:
+    """A model's cell: the median gap over seeds with its range (a stopped run, None, counts
+    as the worst), how many runs the NaN guard stopped, and the median seconds."""
+    stopped = sum(gap is None for gap in gaps)
+    runs_stopped = f"{stopped} of {len(gaps)} runs stopped by a non-finite loss"
+    if median(gaps) is None:
+        gap_cell = runs_stopped
+    else:
+        gap_cell = median_range(gaps) + (f" ({runs_stopped})" if stopped else "")
+    return f"{gap_cell}, {fmt(median(seconds), 0)} s"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one model is built and trained: epochs at ``--budget 1``, batch size, peak rate."""
@@ -172,14 +184,8 @@ def main() -> None:
         cells = []
         for model_name in args.models:
             gaps = [gap for gap, _, _ in results[model_name]]
-            seconds = median([s for _, _, s in results[model_name]])
-            stopped = sum(gap is None for gap in gaps)
-            runs_stopped = f"{stopped} of {len(gaps)} runs stopped by a non-finite loss"
-            if median(gaps) is None:
-                gap_cell = runs_stopped
-            else:
-                gap_cell = median_range(gaps) + (f" ({runs_stopped})" if stopped else "")
-            cells.append(f"{gap_cell}, {fmt(seconds, 0)} s")
+            seconds = [s for _, _, s in results[model_name]]
+            cells.append(table_cell(gaps, seconds))
         gap_error = median([e for runs in results.values() for _, e, _ in runs
                             if e is not None])
         lines.append(f"| {set_name} | {floor:.3f} | {gap_error:.3f} | "

@@ -31,12 +31,11 @@ import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from libraries import Task  # noqa: E402
 from moons import run_other  # noqa: E402
-from toy_densities import RECIPES, SETS, run_one, split  # noqa: E402
+from toy_densities import RECIPES, SETS, run_one, split, table_cell  # noqa: E402
 
-from report import median, median_range, write  # noqa: E402
+from report import write  # noqa: E402
 
 # column: (library, flow, the recipe of toy_densities.py it trains with, its layers)
 SYSTEMS = {
@@ -100,15 +99,9 @@ def main() -> None:
                       f"{'stopped' if gap is None else f'{gap:.3f}'} in {seconds:.0f} s",
                       flush=True)
                 results[system].append((gap, seconds))
-        cells = []
-        for system in args.systems:
-            gaps = [gap for gap, _ in results[system]]
-            seconds = float(np.median([s for _, s in results[system]]))
-            stopped = sum(gap is None for gap in gaps)  # counted as the worst, as there
-            cell = median_range(gaps) if median(gaps) is not None else "stopped"
-            if stopped:
-                cell += f" ({stopped} of {len(gaps)} runs stopped by a non-finite loss)"
-            cells.append(f"{cell}, {seconds:.0f} s")
+        cells = [table_cell([gap for gap, _ in results[system]],
+                            [seconds for _, seconds in results[system]])
+                 for system in args.systems]
         lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
     others = subprocess.run(
         [args.others_python, "-c", "from importlib.metadata import version as v; "

@@ -106,7 +106,9 @@ class FlowMatching(Trainer):
     ndim : int
         Event size.
     hidden_units, activation
-        Of the :class:`nfbook.continuous.VectorField`.
+        Of the :class:`nfbook.continuous.VectorField`. On data with thin or sharp-edged
+        structure, ``activation="silu"`` can fit much closer than the default tanh (the
+        benchmark page measures both on concentric rings and a checkerboard).
     time_features : int
         Fourier frequencies of the time in the :class:`nfbook.continuous.VectorField`.
     coupling : {"independent", "ot"}
